@@ -1,0 +1,41 @@
+"""Shared test fixtures: small real data sets cut from the embedded sample."""
+import csv
+import os
+import shutil
+from typing import Dict
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "sample")
+
+
+def sample_rows():
+    with open(os.path.join(SAMPLE_DIR, "manifest.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def make_subset(dest: str, per_class: int, relabel: Dict[str, str] = None) -> str:
+    """Copy the first `per_class` sample images of each class, with their manifest rows."""
+    rows, taken = [], {}
+    for row in sample_rows():
+        if taken.get(row["label"], 0) < per_class:
+            taken[row["label"]] = taken.get(row["label"], 0) + 1
+            rows.append(dict(row))
+    os.makedirs(os.path.join(dest, "images"), exist_ok=True)
+    for row in rows:
+        shutil.copy(os.path.join(SAMPLE_DIR, row["file"]), os.path.join(dest, row["file"]))
+        row["label"] = (relabel or {}).get(row["file"], row["label"])
+    with open(os.path.join(dest, "manifest.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return dest
+
+
+@pytest.fixture
+def sample_dir() -> str:
+    return SAMPLE_DIR
