@@ -1,0 +1,62 @@
+import glob
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import SAMPLE_DIR
+from models import features, preprocessing
+
+
+def _png(array: np.ndarray, mode: str = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _gradient(dtype=np.uint8, high=255):
+    return np.linspace(0, high, 48 * 64).reshape(48, 64).astype(dtype)
+
+
+def _check(image, size):
+    assert image.shape == (size, size, 3)
+    assert image.dtype == tf.float32
+    # Stretched to the full range before resizing; resampling may pull the extremes in a bit.
+    assert 0.0 <= float(tf.reduce_min(image)) < 0.05
+    assert 0.95 < float(tf.reduce_max(image)) <= 1.0
+    np.testing.assert_allclose(image[..., 0], image[..., 2])  # gray in all three channels
+
+
+def test_decodes_a_real_jpeg_from_the_sample():
+    path = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
+    _check(preprocessing.decode_image(tf.constant(open(path, "rb").read()), 96), 96)
+
+
+@pytest.mark.parametrize("array,mode", [
+    (_gradient(), "L"),
+    (np.stack([_gradient()] * 3, -1), "RGB"),
+    (np.dstack([_gradient()] * 3 + [np.full((48, 64), 255, np.uint8)]), "RGBA"),
+])
+def test_decodes_8_bit_pngs_of_any_channel_count(array, mode):
+    _check(preprocessing.decode_image(tf.constant(_png(array, mode)), 32), 32)
+
+
+def test_12_bit_data_in_a_16_bit_png_is_stretched_not_left_dark():
+    image = preprocessing.decode_image(tf.constant(_png(_gradient(np.uint16, 4095))), 32)
+    _check(image, 32)
+    assert 0.4 < float(tf.reduce_mean(image)) < 0.6
+
+
+def test_preprocessing_fn_maps_labels_in_the_fixed_class_order():
+    path = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
+    raw = open(path, "rb").read()
+    labels = features.CLASS_NAMES + ["Lung_Opacity"]
+    outputs = preprocessing.preprocessing_fn(
+        {features.IMAGE_KEY: tf.constant([[raw]] * len(labels)),
+         features.LABEL_KEY: tf.constant([[label] for label in labels])},
+        {"image_size": 40})
+    assert outputs[features.IMAGE_XF_KEY].shape == (len(labels), 40, 40, 3)
+    assert outputs[features.LABEL_XF_KEY].numpy().tolist() == [0, 1, 2, -1]
