@@ -2,7 +2,7 @@
 import csv
 import os
 import shutil
-from typing import Dict
+from typing import Any, Dict, NamedTuple
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,3 +39,34 @@ def make_subset(dest: str, per_class: int, relabel: Dict[str, str] = None) -> st
 @pytest.fixture
 def sample_dir() -> str:
     return SAMPLE_DIR
+
+
+class PipelineRuns(NamedTuple):
+    first: Any   # pipeline.summary.RunSummary of the first run
+    second: Any  # ... of the same command run again
+    config: Any  # pipeline.config.PipelineConfig
+    data_dir: str
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory) -> PipelineRuns:
+    """`cxr run` twice on 24 sample images (MobileNetV2, 64 px, one step per phase).
+
+    Shared by every test that needs real pipeline outputs (a pushed model, a TFMA result),
+    so the suite pays for the pipeline once.
+    """
+    from cxr import cli
+    from pipeline import summary
+    from pipeline.config import PipelineConfig
+
+    root = tmp_path_factory.mktemp("tiny_pipeline")
+    data_dir = make_subset(str(root / "data"), per_class=8)
+    args = ["run", "--data-dir", data_dir, "--output-dir", str(root / "out"),
+            "--model", "mobilenet_v2", "--epochs", "2", "--train-steps", "1",
+            "--image-size", "64", "--batch-size", "4",
+            "--min-covid-recall", "0", "--min-macro-auc", "0"]
+    config = PipelineConfig(data_dir=data_dir, output_dir=str(root / "out"), image_size=64)
+    assert cli.main(args) == 0
+    first = summary.summarize(config)
+    assert cli.main(args) == 0
+    return PipelineRuns(first, summary.summarize(config), config, data_dir)

@@ -1,0 +1,129 @@
+"""create_pipeline: the one place where the components are wired together."""
+import os
+from typing import List
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+
+from components.anomaly_gate.component import AnomalyGate
+from components.image_example_gen.component import ImageExampleGen
+from models import features
+from pipeline.config import PipelineConfig
+from schemas import SCHEMA_FILE
+
+PER_CLASS_METRICS = ("Precision", "Recall", "F1Score", "AUC")
+
+
+def _overall_only(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
+    """Blessing looks at the whole test split; small slices would fail on noise or NaN."""
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+
+
+def _per_class_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
+    """Precision, recall (sensitivity), F1 and one-vs-rest AUC for each class.
+
+    COVID-19 gets its own spec so that only its recall carries the blessing floor.
+    """
+    covid_recall = _overall_only(tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+        lower_bound={"value": config.min_covid_recall})))
+    other_classes = [i for i in range(features.NUM_CLASSES) if i != features.COVID_CLASS_ID]
+    return [
+        tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name=name, per_slice_thresholds=(
+                covid_recall if name == "Recall" else None)) for name in PER_CLASS_METRICS],
+            binarize=tfma.BinarizationOptions(class_ids={"values": [features.COVID_CLASS_ID]})),
+        tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name=name) for name in PER_CLASS_METRICS],
+            binarize=tfma.BinarizationOptions(class_ids={"values": other_classes})),
+    ]
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA on raw examples: labels come from the model's own transform_features signature."""
+    no_regression = tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+        absolute={"value": -config.max_regression - 1e-10})
+    macro_auc = _overall_only(tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_macro_auc}),
+        change_threshold=no_regression))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=features.TF_EXAMPLE_SIGNATURE,
+            preprocessing_function_names=[features.TRANSFORM_SIGNATURE],
+            label_key=features.LABEL_XF_KEY,
+            prediction_key=features.PROBABILITIES_OUTPUT)],
+        # The model's compiled loss and metrics would be recomputed by TFMA for nothing.
+        options=tfma.Options(include_default_metrics={"value": False}),
+        slicing_specs=[tfma.SlicingSpec()] + [
+            tfma.SlicingSpec(feature_keys=[key])
+            for key in (features.LABEL_KEY, features.SOURCE_KEY, features.AGE_GROUP_KEY)],
+        metrics_specs=[
+            tfma.MetricsSpec(metrics=[
+                tfma.MetricConfig(class_name="ExampleCount"),
+                tfma.MetricConfig(class_name="SparseCategoricalAccuracy"),
+                tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+            ]),
+            tfma.MetricsSpec(
+                metrics=[tfma.MetricConfig(class_name="AUC", per_slice_thresholds=macro_auc)],
+                aggregate=tfma.AggregationOptions(
+                    macro_average=True,
+                    class_weights={i: 1.0 for i in range(features.NUM_CLASSES)})),
+        ] + _per_class_specs(config))
+
+
+def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    example_gen = ImageExampleGen(config.data_dir, config.split_percentages)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"])
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+
+    # materialize=False: Trainer applies the transform graph to raw examples (see README).
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_importer.outputs["schema"],
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+        custom_config={"image_size": config.image_size},
+        materialize=False,
+        disable_statistics=True)
+    transform.add_upstream_node(anomaly_gate)
+
+    trainer = tfx.components.Trainer(
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        run_fn="models.trainer.run_fn",
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=config.trainer_config)
+
+    baseline_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=baseline_resolver.outputs["model"],
+        example_splits=["test"],
+        eval_config=eval_config(config))
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(config.serving_dir, config.serving_model_name))))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, schema_importer, statistics_gen, example_validator,
+                    anomaly_gate, transform, trainer, baseline_resolver, evaluator, pusher],
+        enable_cache=True,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path),
+        beam_pipeline_args=config.beam_args)

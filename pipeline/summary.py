@@ -1,0 +1,117 @@
+"""What a finished run produced, read back from ML Metadata and TFMA's output."""
+import dataclasses
+import math
+from typing import Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx.orchestration import metadata
+
+from models import features
+from pipeline.config import PipelineConfig
+
+CACHED = metadata_store_pb2.Execution.CACHED
+COMPLETE = metadata_store_pb2.Execution.COMPLETE
+
+
+@dataclasses.dataclass
+class RunSummary:
+    execution_states: Dict[str, int]
+    evaluation_uri: Optional[str]
+    blessed: Optional[bool]
+    pushed_model_dir: Optional[str]
+    model_run_dir: Optional[str]
+    class_metrics: Dict[str, Dict[str, float]]
+    overall_metrics: Dict[str, float]
+
+
+def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
+    return metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(config.metadata_path))
+
+
+def _latest_run_outputs(store: metadata_store.MetadataStore):
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise LookupError("no pipeline run recorded in ML Metadata")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = store.get_executions_by_context(run.id)
+    node_type = store.get_context_type("node").id
+    states = {}
+    for execution in executions:
+        node = next(c for c in store.get_contexts_by_execution(execution.id)
+                    if c.type_id == node_type)
+        states[node.name.split(".", 1)[1]] = execution.last_known_state
+    output_ids = [e.artifact_id for e in store.get_events_by_execution_ids(
+        [e.id for e in executions]) if e.type == metadata_store_pb2.Event.OUTPUT]
+    artifact_types = {t.id: t.name for t in store.get_artifact_types()}
+    by_type = {}
+    for artifact in sorted(store.get_artifacts_by_id(output_ids), key=lambda a: a.id):
+        by_type[artifact_types[artifact.type_id]] = artifact
+    return states, by_type
+
+
+def load_class_metrics(evaluation_uri: str) -> (Dict[str, Dict[str, float]], Dict[str, float]):
+    """Per-class and overall metrics of the whole test split (the unsliced slice)."""
+    per_class = {name: {} for name in features.CLASS_NAMES}
+    overall = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for kv in slice_metrics.metric_keys_and_values:
+            if kv.key.is_diff or kv.key.model_name == "baseline":
+                continue
+            value = kv.value.double_value.value
+            if kv.key.sub_key.HasField("class_id"):
+                per_class[features.CLASS_NAMES[kv.key.sub_key.class_id.value]][kv.key.name] = value
+            elif kv.key.HasField("aggregation_type"):
+                overall[f"macro_{kv.key.name}"] = value
+            else:
+                overall[kv.key.name] = value
+    return per_class, overall
+
+
+def summarize(config: PipelineConfig) -> RunSummary:
+    states, outputs = _latest_run_outputs(_store(config))
+    evaluation = outputs.get("ModelEvaluation")
+    blessing = outputs.get("ModelBlessing")
+    pushed = outputs.get("PushedModel")
+    pushed_dir = None
+    if pushed and pushed.custom_properties["pushed"].int_value:
+        pushed_dir = pushed.custom_properties["pushed_destination"].string_value
+    per_class, overall = load_class_metrics(evaluation.uri) if evaluation else ({}, {})
+    return RunSummary(
+        execution_states=states,
+        evaluation_uri=evaluation.uri if evaluation else None,
+        blessed=bool(blessing.custom_properties["blessed"].int_value) if blessing else None,
+        pushed_model_dir=pushed_dir,
+        model_run_dir=outputs["ModelRun"].uri if "ModelRun" in outputs else None,
+        class_metrics=per_class,
+        overall_metrics=overall)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "  n/a" if value is None or math.isnan(value) else f"{value:5.3f}"
+
+
+def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
+    lines = ["Test split, per class:",
+             f"  {'class':<10} {'precision':>9} {'recall':>9} {'F1':>9} {'ROC-AUC':>9}"]
+    for name, values in summary.class_metrics.items():
+        lines.append(f"  {name:<10} " + " ".join(
+            f"{_fmt(values.get(k)):>9}" for k in ("precision", "recall", "f1_score", "auc")))
+    overall = summary.overall_metrics
+    lines.append(f"  accuracy {_fmt(overall.get('sparse_categorical_accuracy'))}, macro ROC-AUC "
+                 f"{_fmt(overall.get('macro_auc'))}, test examples "
+                 f"{int(overall.get('example_count', 0))}")
+    verdict = {True: "BLESSED", False: "NOT blessed", None: "not evaluated"}[summary.blessed]
+    lines.append(f"Model {verdict} (COVID-19 recall >= {config.min_covid_recall}, macro "
+                 f"ROC-AUC >= {config.min_macro_auc}, no regression vs the last blessed model)")
+    lines.append(f"Pushed model: {summary.pushed_model_dir or 'none (only blessed models are pushed)'}")
+    lines.append(f"Evaluation (TFMA, sliced by label/source/age_group): {summary.evaluation_uri}")
+    lines.append(f"TensorBoard logs: tensorboard --logdir {summary.model_run_dir}")
+    cached = sorted(n for n, s in summary.execution_states.items() if s == CACHED)
+    if cached:
+        lines.append(f"Reused from cache: {', '.join(cached)}")
+    return lines
