@@ -1,0 +1,27 @@
+# The README's commands. Everything installs into .venv/ from constraints.txt (exact pins).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# tf.Transform and TFMA 1.16 need Keras 2 (tf-keras) in every process.
+export TF_USE_LEGACY_KERAS := 1
+
+.PHONY: demo test install clean
+
+install: $(VENV)/.installed
+
+# tfx 1.16.0 declares Requires-Python <3.11 although its whole stack ships and supports 3.11
+# wheels, hence --ignore-requires-python (see docs/ENVIRONMENT notes in the README).
+$(VENV)/.installed: setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
+	$(BIN)/pip install --quiet --ignore-requires-python -c constraints.txt -e ".[test]"
+	touch $@
+
+demo: install
+	$(BIN)/cxr run --data-dir data/sample --output-dir outputs
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf outputs
