@@ -34,11 +34,13 @@ def test_bad_flag_values_are_one_line_usage_errors(tmp_path, capsys, flag, value
     assert message in _error_line(capsys)
 
 
-def test_bad_split_is_rejected_by_the_parser(tmp_path, capsys):
+def test_bad_split_is_a_one_line_usage_error(tmp_path, capsys):
+    assert cli.main(["run", "--data-dir", str(tmp_path), "--split", "80,20"]) == 2
+    assert "split percentages need 3 positive integers" in _error_line(capsys)
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["run", "--data-dir", str(tmp_path), "--split", "80,20"])
+        cli.main(["run", "--data-dir", str(tmp_path), "--split", "80,x,10"])
     assert exit_info.value.code == 2
-    assert "expected 3 positive integers" in capsys.readouterr().err
+    assert "expected integers like 70,15,15" in capsys.readouterr().err
 
 
 def test_unknown_label_stops_the_pipeline_before_training(tmp_path, capsys):

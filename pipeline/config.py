@@ -3,6 +3,7 @@ import dataclasses
 import os
 from typing import List, Optional, Tuple
 
+from components.image_example_gen.component import check_split_percentages
 from models import builders, features
 
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -36,6 +37,7 @@ class PipelineConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 32 <= self.image_size <= 1024:
             raise ValueError(f"image size must be between 32 and 1024, got {self.image_size}")
+        check_split_percentages(self.split_percentages)
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):

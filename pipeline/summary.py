@@ -1,7 +1,7 @@
 """What a finished run produced, read back from ML Metadata and TFMA's output."""
 import dataclasses
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
@@ -52,7 +52,8 @@ def _latest_run_outputs(store: metadata_store.MetadataStore):
     return states, by_type
 
 
-def load_class_metrics(evaluation_uri: str) -> (Dict[str, Dict[str, float]], Dict[str, float]):
+def load_class_metrics(evaluation_uri: str
+                       ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, float]]:
     """Per-class and overall metrics of the whole test split (the unsliced slice)."""
     per_class = {name: {} for name in features.CLASS_NAMES}
     overall = {}

@@ -28,6 +28,13 @@ def fingerprint_tree(root: str) -> str:
     return f"files:{len(entries)},sha256:{digest}"
 
 
+def check_split_percentages(split_percentages: Sequence[int]) -> None:
+    if len(split_percentages) != len(features.SPLIT_NAMES) or min(split_percentages) <= 0:
+        raise ValueError(
+            f"split percentages need {len(features.SPLIT_NAMES)} positive integers "
+            f"({'/'.join(features.SPLIT_NAMES)}), got {list(split_percentages)}")
+
+
 class _TreeInputProcessor(input_processor.FileBasedInputProcessor):
     def __init__(self, input_base_uri: str, splits: Iterable[example_gen_pb2.Input.Split],
                  range_config: Optional[range_config_pb2.RangeConfig] = None):
@@ -50,10 +57,7 @@ class ImageExampleGen(FileBasedExampleGen):
     DRIVER_CLASS = _TreeDriver
 
     def __init__(self, data_dir: str, split_percentages: Sequence[int] = (70, 15, 15)):
-        if len(split_percentages) != len(features.SPLIT_NAMES) or min(split_percentages) <= 0:
-            raise ValueError(
-                f"split_percentages needs {len(features.SPLIT_NAMES)} positive numbers "
-                f"({'/'.join(features.SPLIT_NAMES)}), got {list(split_percentages)}")
+        check_split_percentages(split_percentages)
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=int(share))
                     for name, share in zip(features.SPLIT_NAMES, split_percentages)],

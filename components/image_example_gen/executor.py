@@ -3,6 +3,7 @@
 The encoded bytes are stored as they are on disk (no decoding here): Transform decodes
 them, so the same code path serves training and serving.
 """
+import io
 import os
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,10 +27,10 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def _image_size(path: str) -> Optional[tuple]:
+def _image_size(encoded: bytes) -> Optional[tuple]:
     """(height, width) from the image header, or None if it cannot be read as an image."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(encoded)) as image:
             width, height = image.size
         return height, width
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -51,8 +52,9 @@ def record_to_example(record: ingest.ImageRecord) -> tf.train.Example:
     }
     if os.path.isfile(record.path):
         with open(record.path, "rb") as f:
-            feature[features.IMAGE_KEY] = _bytes_feature(f.read())
-        size = _image_size(record.path)
+            encoded = f.read()
+        feature[features.IMAGE_KEY] = _bytes_feature(encoded)
+        size = _image_size(encoded)
         if size:
             feature[features.HEIGHT_KEY] = _int_feature(size[0])
             feature[features.WIDTH_KEY] = _int_feature(size[1])

@@ -82,8 +82,6 @@ def _scan_folders(data_dir: str) -> List[ImageRecord]:
             for name in files:
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     path = os.path.join(root, name)
-                    # Without a manifest, the same file name in two class folders is
-                    # still one patient only if the name says so.
                     records.append(ImageRecord(path, label, patient_from_filename(path)))
     return records
 
