@@ -15,6 +15,10 @@ setup(
     package_data={"models": ["weights/*.h5", "weights/*.md"], "schemas": ["*.pbtxt"]},
     install_requires=[
         "tfx>=1.16,<1.17",
+        # KubeflowV2DagRunner (`cxr compile`) and Vertex AI's PipelineJob (`cxr submit`).
+        "kfp>=2.13,<2.14",
+        "kfp-pipeline-spec>=0.6,<0.7",
+        "google-cloud-aiplatform>=1.165,<2",
         "tensorflow>=2.16,<2.17",
         "tf-keras>=2.16,<2.17",
         "tensorflow-transform>=1.16,<1.17",

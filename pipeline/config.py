@@ -1,12 +1,25 @@
-"""One configuration object for every engine; runners and the CLI only fill it in."""
+"""One configuration object for every engine; runners and the CLI only fill it in.
+
+Every field can also come from the environment as CXR_<FIELD> (CXR_PIPELINE_ROOT, CXR_IMAGE,
+CXR_EPOCHS...). Command-line flags win over the environment, which wins over the defaults.
+"""
 import dataclasses
 import os
-from typing import List, Optional, Tuple
+import shlex
+import typing
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
 from components.image_example_gen.component import check_split_percentages
 from models import builders, features
+from schemas import SCHEMA_FILE
 
-DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+ENV_PREFIX = "CXR_"
+BEAM_RUNNERS = ("direct", "dataflow")
+# The Dockerfile copies the project here; file paths baked into a compiled spec must exist there.
+IMAGE_PROJECT_DIR = "/cxr"
+IMAGE_SCHEMA_FILE = os.path.join(IMAGE_PROJECT_DIR, "schemas", os.path.basename(SCHEMA_FILE))
 
 
 @dataclasses.dataclass
@@ -14,6 +27,10 @@ class PipelineConfig:
     data_dir: str
     output_dir: str = "outputs"
     pipeline_name: str = "cxr"
+    # Default to <output_dir>/pipelines/<pipeline_name> and <output_dir>/serving_model.
+    pipeline_root: Optional[str] = None
+    serving_dir: Optional[str] = None
+    schema_file: str = SCHEMA_FILE
     model: str = "mobilenet_v2"
     serving_model_name: str = "cxr_classifier"
     epochs: int = 10
@@ -25,11 +42,29 @@ class PipelineConfig:
     min_macro_auc: float = 0.8
     max_regression: float = 0.0
     train_steps: Optional[int] = None
-    beam_args: List[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_BEAM_ARGS))
+    # Beam: "direct" runs inside the orchestrator's process; "dataflow" on Google Cloud Dataflow.
+    beam_runner: str = "direct"
+    beam_direct_workers: int = 1
+    extra_beam_args: List[str] = dataclasses.field(default_factory=list)
+    # Google Cloud: the pipeline image, Dataflow workers and Vertex AI Training.
+    image: Optional[str] = None
+    project: Optional[str] = None
+    region: str = "us-central1"
+    dataflow_temp_location: Optional[str] = None  # default: <pipeline_root>/beam-temp
+    dataflow_machine_type: str = "n1-standard-4"
+    dataflow_max_workers: int = 4
+    vertex_training: bool = False
+    vertex_training_machine_type: str = "n1-standard-8"
 
     def __post_init__(self):
-        self.data_dir = os.path.abspath(self.data_dir)
-        self.output_dir = os.path.abspath(self.output_dir)
+        self.data_dir = _absolute(self.data_dir)
+        self.output_dir = _absolute(self.output_dir)
+        self.pipeline_root = _absolute(self.pipeline_root or os.path.join(
+            self.output_dir, "pipelines", self.pipeline_name))
+        self.serving_dir = _absolute(self.serving_dir or os.path.join(
+            self.output_dir, "serving_model"))
+        self.dataflow_temp_location = (self.dataflow_temp_location
+                                       or os.path.join(self.pipeline_root, "beam-temp"))
         if self.model not in builders.MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; choose one of "
                              f"{', '.join(builders.MODEL_NAMES)}")
@@ -43,21 +78,110 @@ class PipelineConfig:
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.beam_runner not in BEAM_RUNNERS:
+            raise ValueError(f"unknown Beam runner {self.beam_runner!r}; choose one of "
+                             f"{', '.join(BEAM_RUNNERS)}")
+        for name in ("beam_direct_workers", "dataflow_max_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # Dataflow workers and Vertex Training jobs need this project's code: the image has it.
+        if self.beam_runner == "dataflow" or self.vertex_training:
+            for name in ("project", "image"):
+                if not getattr(self, name):
+                    raise ValueError(f"Dataflow and Vertex AI Training need {name}: "
+                                     f"pass {setting_source(name)}")
 
-    @property
-    def pipeline_root(self) -> str:
-        return os.path.join(self.output_dir, "pipelines", self.pipeline_name)
+    @classmethod
+    def from_settings(cls, overrides: Optional[Mapping[str, Any]] = None,
+                      environ: Mapping[str, str] = os.environ) -> "PipelineConfig":
+        """Defaults, then CXR_* environment variables, then overrides (flags) that are not None."""
+        values = settings_from_env(environ)
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        if "data_dir" not in values:
+            raise ValueError(f"no data directory: pass {setting_source('data_dir')}")
+        return cls(**values)
 
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.output_dir, "metadata", self.pipeline_name, "metadata.sqlite")
 
     @property
-    def serving_dir(self) -> str:
-        return os.path.join(self.output_dir, "serving_model")
+    def beam_args(self) -> List[str]:
+        """Arguments for every Beam-based component (ExampleGen, StatisticsGen, Transform...)."""
+        if self.beam_runner == "dataflow":
+            runner_args = [
+                "--runner=DataflowRunner", f"--project={self.project}",
+                f"--region={self.region}", f"--temp_location={self.dataflow_temp_location}",
+                f"--machine_type={self.dataflow_machine_type}",
+                f"--max_num_workers={self.dataflow_max_workers}",
+                # Workers run the pipeline image, so they import this project's modules.
+                f"--sdk_container_image={self.image}", "--experiments=use_runner_v2"]
+        else:
+            # multi_processing uses one process per worker: more cores for Transform and stats.
+            mode = "multi_processing" if self.beam_direct_workers > 1 else "in_memory"
+            runner_args = [f"--direct_running_mode={mode}",
+                           f"--direct_num_workers={self.beam_direct_workers}"]
+        return runner_args + list(self.extra_beam_args)
 
     @property
     def trainer_config(self) -> dict:
         """What models/trainer.py reads from Trainer's custom_config."""
         return {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
                 "image_size": self.image_size}
+
+    @property
+    def vertex_training_config(self) -> Dict[str, Any]:
+        """custom_config keys of TFX's Vertex Trainer: one replica of the pipeline image."""
+        if not self.vertex_training:
+            return {}
+        return {
+            vertex.ENABLE_VERTEX_KEY: True,
+            vertex.VERTEX_REGION_KEY: self.region,
+            vertex.TRAINING_ARGS_KEY: {
+                "project": self.project,
+                "worker_pool_specs": [{
+                    "machine_spec": {"machine_type": self.vertex_training_machine_type},
+                    "replica_count": 1,
+                    "container_spec": {"image_uri": self.image},
+                }],
+            },
+        }
+
+
+def _absolute(path: str) -> str:
+    """Local paths become absolute; URIs such as gs://bucket/dir are left as they are."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def setting_source(name: str) -> str:
+    """How a user sets a field: its flag or its environment variable."""
+    return f"--{name.replace('_', '-')} or {ENV_PREFIX}{name.upper()}"
+
+
+def settings_from_env(environ: Mapping[str, str] = os.environ) -> Dict[str, Any]:
+    """The fields set by CXR_<FIELD> variables, parsed to each field's type."""
+    values = {}
+    for field in dataclasses.fields(PipelineConfig):
+        name = ENV_PREFIX + field.name.upper()
+        if environ.get(name, "") != "":
+            values[field.name] = _parse(name, environ[name], field.type)
+    return values
+
+
+def _parse(name: str, text: str, field_type: Any) -> Any:
+    if typing.get_origin(field_type) is typing.Union:  # Optional[X]
+        field_type = next(t for t in typing.get_args(field_type) if t is not type(None))
+    origin = typing.get_origin(field_type)
+    try:
+        if field_type is bool:
+            return {"1": True, "true": True, "yes": True,
+                    "0": False, "false": False, "no": False}[text.strip().lower()]
+        if origin is tuple:
+            item_type = typing.get_args(field_type)[0]
+            return tuple(item_type(v) for v in text.split(","))
+        if origin is list:
+            return shlex.split(text)
+        return field_type(text)
+    except (KeyError, ValueError):
+        kind = getattr(field_type, "__name__", str(field_type))
+        raise ValueError(f"environment variable {name}={text!r} is not a valid {kind}")

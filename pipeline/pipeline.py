@@ -9,7 +9,6 @@ from components.anomaly_gate.component import AnomalyGate
 from components.image_example_gen.component import ImageExampleGen
 from models import features
 from pipeline.config import PipelineConfig
-from schemas import SCHEMA_FILE
 
 PER_CLASS_METRICS = ("Precision", "Recall", "F1Score", "AUC")
 
@@ -73,7 +72,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     example_gen = ImageExampleGen(config.data_dir, config.split_percentages)
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=SCHEMA_FILE)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
@@ -90,13 +89,16 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         disable_statistics=True)
     transform.add_upstream_node(anomaly_gate)
 
-    trainer = tfx.components.Trainer(
+    # TFX's Vertex Trainer runs the same run_fn as a Vertex AI Training job of the pipeline image.
+    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if config.vertex_training
+                     else tfx.components.Trainer)
+    trainer = trainer_class(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         run_fn="models.trainer.run_fn",
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=config.trainer_config)
+        custom_config={**config.trainer_config, **config.vertex_training_config})
 
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
