@@ -3,6 +3,7 @@ import hashlib
 import os
 from typing import Iterable, Optional, Sequence
 
+import tensorflow as tf
 from tfx.components.example_gen import driver, input_processor
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
@@ -19,11 +20,12 @@ def fingerprint_tree(root: str) -> str:
     image replaced inside a class folder and reuse a stale cached ExampleGen output.
     """
     entries = []
-    for directory, _, files in os.walk(root):
+    for directory, _, files in tf.io.gfile.walk(root):
         for name in files:
             path = os.path.join(directory, name)
-            stat = os.stat(path)
-            entries.append(f"{os.path.relpath(path, root)}:{stat.st_size}:{int(stat.st_mtime)}")
+            stat = tf.io.gfile.stat(path)
+            seconds = stat.mtime_nsec // 10**9
+            entries.append(f"{os.path.relpath(path, root)}:{stat.length}:{seconds}")
     digest = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()
     return f"files:{len(entries)},sha256:{digest}"
 

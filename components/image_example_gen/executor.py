@@ -4,7 +4,6 @@ The encoded bytes are stored as they are on disk (no decoding here): Transform d
 them, so the same code path serves training and serving.
 """
 import io
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import apache_beam as beam
@@ -50,8 +49,8 @@ def record_to_example(record: ingest.ImageRecord) -> tf.train.Example:
         features.VIEW_KEY: _bytes_feature(record.view.encode()),
         features.AGE_GROUP_KEY: _bytes_feature(record.age_group.encode()),
     }
-    if os.path.isfile(record.path):
-        with open(record.path, "rb") as f:
+    if tf.io.gfile.exists(record.path) and not tf.io.gfile.isdir(record.path):
+        with tf.io.gfile.GFile(record.path, "rb") as f:
             encoded = f.read()
         feature[features.IMAGE_KEY] = _bytes_feature(encoded)
         size = _image_size(encoded)

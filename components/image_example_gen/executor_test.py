@@ -78,3 +78,22 @@ def test_fingerprint_sees_changes_inside_class_folders(tmp_path):
     assert component.fingerprint_tree(str(tmp_path)) == before
     image.write_bytes(b"22")
     assert component.fingerprint_tree(str(tmp_path)) != before
+
+
+def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
+    """ram:// stands in for gs://: both go through tf.io.gfile, which Dataflow workers use."""
+    from components.image_example_gen import ingest
+    local = make_subset(str(tmp_path / "data"), per_class=1)
+    remote = f"ram://{tmp_path.name}/data"
+    for directory, _, files in os.walk(local):
+        for name in files:
+            target = os.path.join(remote, os.path.relpath(os.path.join(directory, name), local))
+            tf.io.gfile.makedirs(os.path.dirname(target))
+            tf.io.gfile.copy(os.path.join(directory, name), target)
+    records = ingest.scan(remote)
+    assert [r.path.replace(remote, local) for r in records] == [
+        r.path for r in ingest.scan(local)]
+    example = executor.record_to_example(records[0])
+    with open(records[0].path.replace(remote, local), "rb") as f:
+        assert _value(example, features.IMAGE_KEY) == f.read()
+    assert component.fingerprint_tree(remote).startswith("files:4,")

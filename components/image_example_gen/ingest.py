@@ -3,16 +3,21 @@
 Two layouts are accepted: a folder per class (Kaggle style) or a folder holding a
 `manifest.csv`. Labels are mapped to the canonical class names through the aliases in
 models.features; a label that matches no alias is kept as written so that the schema's
-label domain, checked by ExampleValidator, names it and stops the run.
+label domain, checked by ExampleValidator, names it and stops the run. Files are read
+through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for Vertex AI and
+Dataflow.
 """
 import csv
 import hashlib
+import io
 import math
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Sequence, Tuple
+
+import tensorflow as tf
 
 from models import features
 
@@ -61,10 +66,11 @@ def patient_from_filename(path: str) -> str:
 
 def scan(data_dir: str) -> List[ImageRecord]:
     """List the data set's images with their metadata, in a stable order."""
-    if not os.path.isdir(data_dir):
+    if not tf.io.gfile.isdir(data_dir):
         raise DataError(f"data directory not found: {data_dir}")
     manifest = os.path.join(data_dir, MANIFEST_NAME)
-    records = _scan_manifest(manifest) if os.path.isfile(manifest) else _scan_folders(data_dir)
+    has_manifest = tf.io.gfile.exists(manifest) and not tf.io.gfile.isdir(manifest)
+    records = _scan_manifest(manifest) if has_manifest else _scan_folders(data_dir)
     if not records:
         raise DataError(
             f"no images found in {data_dir}: expected a folder per class with "
@@ -74,11 +80,12 @@ def scan(data_dir: str) -> List[ImageRecord]:
 
 def _scan_folders(data_dir: str) -> List[ImageRecord]:
     records = []
-    for class_dir in sorted(os.scandir(data_dir), key=lambda e: e.name):
-        if not class_dir.is_dir() or class_dir.name.startswith("."):
+    for folder in sorted(entry.rstrip("/") for entry in tf.io.gfile.listdir(data_dir)):
+        class_dir = os.path.join(data_dir, folder)
+        if folder.startswith(".") or not tf.io.gfile.isdir(class_dir):
             continue
-        label = canonical_label(class_dir.name)
-        for root, _, files in os.walk(class_dir.path):
+        label = canonical_label(folder)
+        for root, _, files in tf.io.gfile.walk(class_dir):
             for name in files:
                 if name.lower().endswith(IMAGE_EXTENSIONS):
                     path = os.path.join(root, name)
@@ -88,22 +95,23 @@ def _scan_folders(data_dir: str) -> List[ImageRecord]:
 
 def _scan_manifest(manifest: str) -> List[ImageRecord]:
     base = os.path.dirname(manifest)
-    with open(manifest, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        missing = [c for c in MANIFEST_REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"{manifest} lacks required column(s): {', '.join(missing)}")
-        records = []
-        for row in reader:
-            path = os.path.join(base, row["file"])
-            metadata = {
-                feature: (row.get(column) or "").strip() or features.UNKNOWN
-                for column, feature in MANIFEST_OPTIONAL_COLUMNS.items()
-            }
-            if metadata[features.PATIENT_ID_KEY] == features.UNKNOWN:
-                metadata[features.PATIENT_ID_KEY] = patient_from_filename(path)
-            records.append(ImageRecord(path=path, label=canonical_label(row["label"]), **metadata))
+    with tf.io.gfile.GFile(manifest, "rb") as f:
+        text = f.read().decode("utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = reader.fieldnames or []
+    missing = [c for c in MANIFEST_REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{manifest} lacks required column(s): {', '.join(missing)}")
+    records = []
+    for row in reader:
+        path = os.path.join(base, row["file"])
+        metadata = {
+            feature: (row.get(column) or "").strip() or features.UNKNOWN
+            for column, feature in MANIFEST_OPTIONAL_COLUMNS.items()
+        }
+        if metadata[features.PATIENT_ID_KEY] == features.UNKNOWN:
+            metadata[features.PATIENT_ID_KEY] = patient_from_filename(path)
+        records.append(ImageRecord(path=path, label=canonical_label(row["label"]), **metadata))
     return records
 
 
