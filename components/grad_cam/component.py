@@ -1,0 +1,65 @@
+"""GradCam: explains the trained model on the test split with Grad-CAM heatmaps and measures
+how faithful they are (deletion/insertion), where they look (border band, lung field) and
+whether they depend on the learned weights (randomisation check).
+
+Its output is a GradCamReport folder: report.html (opens from disk), summary.json,
+overlays/*.png and grid_<class>.png.
+"""
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.grad_cam import executor, explain
+
+
+class GradCamReport(types.Artifact):
+    """Folder with report.html, summary.json, overlays/ and one grid image per class."""
+    TYPE_NAME = "GradCamReport"
+
+
+class GradCamSpec(ComponentSpec):
+    PARAMETERS = {
+        executor.IMAGES_PER_CLASS_KEY: ExecutionParameter(type=int),
+        executor.ALL_MISCLASSIFIED_KEY: ExecutionParameter(type=bool),
+        executor.TARGET_LAYER_KEY: ExecutionParameter(type=str),
+        executor.OVERLAY_ALPHA_KEY: ExecutionParameter(type=float),
+        executor.STEPS_KEY: ExecutionParameter(type=int),
+        executor.SPLIT_KEY: ExecutionParameter(type=str),
+    }
+    INPUTS = {
+        executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
+                                                optional=True),
+    }
+    OUTPUTS = {executor.REPORT_KEY: ChannelParameter(type=GradCamReport)}
+
+
+class GradCam(base_component.BaseComponent):
+    """Grad-CAM report of `model` on one split of `examples` (see module docstring).
+
+    images_per_class: most confident correct predictions shown per true class.
+    include_all_misclassified: every mistake of the split, or at most images_per_class per class.
+    target_layer: layer name ('out_relu' or 'backbone/out_relu'); empty: the last conv feature map.
+    overlay_alpha: weight of the heatmap over the image in the overlays.
+    faithfulness_steps: steps of the deletion/insertion curves (one forward pass each).
+    """
+    SPEC_CLASS = GradCamSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+                 model_blessing: Optional[types.BaseChannel] = None, images_per_class: int = 3,
+                 include_all_misclassified: bool = True, target_layer: str = "",
+                 overlay_alpha: float = 0.4, faithfulness_steps: int = 10, split: str = "test"):
+        if images_per_class < 1:
+            raise ValueError(f"images per class must be at least 1, got {images_per_class}")
+        explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)  # validates
+        super().__init__(spec=GradCamSpec(
+            model=model, examples=examples, model_blessing=model_blessing,
+            images_per_class=images_per_class, include_all_misclassified=include_all_misclassified,
+            target_layer=target_layer, overlay_alpha=overlay_alpha,
+            faithfulness_steps=faithfulness_steps, split=split,
+            report=types.Channel(type=GradCamReport)))

@@ -1,0 +1,111 @@
+"""GradCam executor: picks test images (typical hits and mistakes per class) and explains them."""
+import os
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from components.grad_cam import explain, gradcam
+from models import features
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+BLESSING_KEY = "model_blessing"
+REPORT_KEY = "report"
+IMAGES_PER_CLASS_KEY = "images_per_class"
+ALL_MISCLASSIFIED_KEY = "include_all_misclassified"
+TARGET_LAYER_KEY = "target_layer"
+OVERLAY_ALPHA_KEY = "overlay_alpha"
+STEPS_KEY = "faithfulness_steps"
+SPLIT_KEY = "split"
+
+
+def read_split(examples: types.Artifact, split: str) -> List[explain.Case]:
+    """Every example of one split as a labelled case named '<patient id>-<index>'."""
+    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no examples in split {split!r} of {examples.uri}")
+    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+            for key in (features.IMAGE_KEY, features.LABEL_KEY, features.PATIENT_ID_KEY)}
+    cases = []
+    for index, record in enumerate(tf.data.TFRecordDataset(files, compression_type="GZIP")):
+        parsed = {k: v.numpy() for k, v in tf.io.parse_single_example(record, spec).items()}
+        label = parsed[features.LABEL_KEY].decode()
+        cases.append(explain.Case(
+            name=f"{parsed[features.PATIENT_ID_KEY].decode() or split}-{index}",
+            image_bytes=parsed[features.IMAGE_KEY],
+            true_label=label if label in features.CLASS_NAMES else None))
+    return cases
+
+
+def select_cases(true_ids: Sequence[int], probabilities: np.ndarray, images_per_class: int,
+                 include_all_misclassified: bool) -> List[int]:
+    """Indices to explain: per true class, the most confident correct predictions, then the
+    most confident mistakes (all of them, or as many as images_per_class)."""
+    true_ids = np.asarray(true_ids)
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    chosen = []
+    for class_id in range(features.NUM_CLASSES):
+        for correct in (True, False):
+            members = np.flatnonzero((true_ids == class_id) & ((predicted == true_ids) == correct))
+            members = members[np.argsort(-confidence[members], kind="stable")]
+            limit = None if (not correct and include_all_misclassified) else images_per_class
+            chosen.extend(int(i) for i in members[:limit])
+    return chosen
+
+
+def _decodable(cases: Sequence[explain.Case], image_size: int
+               ) -> Tuple[List[explain.Case], np.ndarray, List[str]]:
+    kept, images, skipped = [], [], []
+    for case in cases:
+        try:
+            images.append(explain.decode(case.image_bytes, image_size))
+            kept.append(case)
+        except ValueError:
+            skipped.append(case.name)
+    return kept, np.stack(images) if images else np.zeros((0, image_size, image_size, 3)), skipped
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        model_artifact = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+        examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
+        report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
+        split = exec_properties[SPLIT_KEY]
+
+        model = explain.load_model(path_utils.serving_model_path(model_artifact.uri))
+        cam = gradcam.GradCam(model, gradcam.find_target_layer(
+            model, exec_properties[TARGET_LAYER_KEY] or None))
+        cases, images, skipped = _decodable(read_split(examples, split), cam.image_size)
+        labelled = [i for i, case in enumerate(cases) if case.true_label is not None]
+        if not labelled:
+            raise ValueError(f"split {split!r} has no decodable image with a known label")
+        cases = [cases[i] for i in labelled]
+        probabilities = cam.predict(images[labelled])
+        true_ids = [features.CLASS_NAMES.index(case.true_label) for case in cases]
+        chosen = select_cases(true_ids, probabilities, exec_properties[IMAGES_PER_CLASS_KEY],
+                              bool(exec_properties[ALL_MISCLASSIFIED_KEY]))
+        misclassified = int((probabilities.argmax(axis=1) != np.asarray(true_ids)).sum())
+        context = {"model": model_artifact.uri, "examples": f"{examples.uri} ({split} split)",
+                   "images in split": len(cases), "misclassified in split": misclassified,
+                   "undecodable images skipped": len(skipped)}
+        if input_dict.get(BLESSING_KEY):
+            blessing = artifact_utils.get_single_instance(input_dict[BLESSING_KEY])
+            context["blessed"] = bool(blessing.get_int_custom_property("blessed"))
+        logging.info("GradCam: explaining %d of %d %s images", len(chosen), len(cases), split)
+        summary = explain.explain(
+            model, [cases[i] for i in chosen], report.uri,
+            explain.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
+                            steps=exec_properties[STEPS_KEY],
+                            target_layer=cam.target.qualified_name),
+            context)
+        report.set_int_custom_property("images", len(summary["images"]))
+        report.set_int_custom_property("misclassified_in_split", misclassified)

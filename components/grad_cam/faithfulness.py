@@ -1,0 +1,112 @@
+"""How far a heatmap can be trusted, and where it looks.
+
+- Deletion and insertion curves (Petsiuk et al., 2018, RISE): remove from the image (set to
+  black), or add to a blurred copy, the most salient pixels first in equal steps and track
+  the probability of the explained class. A faithful map makes the probability fall fast
+  on deletion (low AUC) and rise fast on insertion (high AUC). The same curves with a random
+  pixel order are computed as the reference a map has to beat.
+- Heatmap mass in a border band (where labels, side markers, rulers and film edges are: a
+  shortcut signal) and in an approximate lung field (two fixed ellipses, see lung_field_mask).
+- Rank correlation between maps of the trained and of a re-initialised model (Adebayo et
+  al., 2018): near 1 means the map does not depend on what the model learned.
+"""
+import dataclasses
+from typing import Callable, Dict
+
+import numpy as np
+from scipy import ndimage, stats
+
+BORDER_FRACTION = 0.1
+LUNG_FIELD_DEFINITION = (
+    "two ellipses, one per lung, centred at 30% and 70% of the width and 45% of the height, "
+    "semi-axes 18% of the width and 30% of the height of the model input; this leaves out "
+    "the mediastinum, the area below the diaphragm and most of the border band. It is an "
+    "approximation of typical framing of a frontal film, not a lung segmentation.")
+LUNG_CENTRES_X = (0.30, 0.70)
+LUNG_CENTRE_Y = 0.45
+LUNG_SEMI_AXES = (0.18, 0.30)
+INSERTION_BLUR_SIGMA = 0.05  # of the image side
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+def border_mask(size: int, fraction: float = BORDER_FRACTION) -> np.ndarray:
+    """True for pixels closer to an image edge than `fraction` of the side."""
+    band = max(1, int(round(size * fraction)))
+    mask = np.ones((size, size), dtype=bool)
+    mask[band:size - band, band:size - band] = False
+    return mask
+
+
+def lung_field_mask(size: int) -> np.ndarray:
+    """True inside the two ellipses of LUNG_FIELD_DEFINITION."""
+    centres = (np.arange(size) + 0.5) / size
+    y, x = np.meshgrid(centres, centres, indexing="ij")
+    a, b = LUNG_SEMI_AXES
+    inside = [((x - cx) / a) ** 2 + ((y - LUNG_CENTRE_Y) / b) ** 2 <= 1.0
+              for cx in LUNG_CENTRES_X]
+    return np.logical_or(*inside)
+
+
+def mass_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the heatmap's total mass inside `mask`; NaN for an all-zero map."""
+    total = float(heatmap.sum())
+    return float(heatmap[mask].sum() / total) if total > 0 else float("nan")
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of two maps pixel by pixel; NaN when either is constant."""
+    a, b = a.ravel(), b.ravel()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def curve_auc(probabilities: np.ndarray) -> float:
+    """Area under a curve sampled at equal fractions of the pixels, in [0, 1]."""
+    fractions = np.linspace(0.0, 1.0, len(probabilities))
+    return float(np.trapz(probabilities, fractions))
+
+
+@dataclasses.dataclass
+class Curves:
+    deletion: np.ndarray
+    insertion: np.ndarray
+    random_deletion: np.ndarray
+    random_insertion: np.ndarray
+
+    def aucs(self) -> Dict[str, float]:
+        return {f"{name}_auc": curve_auc(values)
+                for name, values in dataclasses.asdict(self).items()}
+
+
+def _reveal(start: np.ndarray, source: np.ndarray, order: np.ndarray, steps: int) -> np.ndarray:
+    """steps+1 images: `start` with the first k/steps of `order` pixels taken from `source`."""
+    size = start.shape[0]
+    frames = np.repeat(start[np.newaxis], steps + 1, axis=0).reshape(steps + 1, size * size, -1)
+    flat_source = source.reshape(size * size, -1)
+    for k in range(1, steps + 1):
+        taken = order[:int(round(len(order) * k / steps))]
+        frames[k, taken] = flat_source[taken]
+    return frames.reshape((steps + 1,) + start.shape)
+
+
+def saliency_order(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Pixel indices from most to least salient; ties (ReLU zeros) in random order."""
+    return np.lexsort((rng.random(heatmap.size), -heatmap.ravel()))
+
+
+def deletion_insertion(predict: Predict, image: np.ndarray, heatmap: np.ndarray,
+                       class_id: int, steps: int, seed: int = 0) -> Curves:
+    """All four curves of one image, predicted in one batch of 4 * (steps + 1) images."""
+    rng = np.random.default_rng(seed)
+    size = image.shape[0]
+    black = np.zeros_like(image)
+    blurred = ndimage.gaussian_filter(image, sigma=(INSERTION_BLUR_SIGMA * size,) * 2 + (0,))
+    salient = saliency_order(heatmap, rng)
+    shuffled = rng.permutation(size * size)
+    batch = np.concatenate([
+        _reveal(image, black, salient, steps), _reveal(blurred, image, salient, steps),
+        _reveal(image, black, shuffled, steps), _reveal(blurred, image, shuffled, steps)])
+    curves = predict(batch)[:, class_id].reshape(4, steps + 1)
+    return Curves(*curves)
