@@ -4,13 +4,14 @@ User errors end with one line on stderr and exit status 2; failures inside the p
 (for example data anomalies) end with one line and status 1. --debug shows tracebacks.
 """
 import argparse
+import dataclasses
 import os
 import sys
 from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
-from models import builders, features  # noqa: E402
+from models import builders  # noqa: E402
 
 
 class UsageError(Exception):
@@ -24,27 +25,84 @@ def _split_percentages(text: str) -> tuple:
         raise argparse.ArgumentTypeError(f"expected integers like 70,15,15, got {text!r}")
 
 
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags named after PipelineConfig fields; unset flags fall back to CXR_* or defaults."""
+    parser.add_argument("--data-dir",
+                        help="a folder per class, or a folder with manifest.csv")
+    parser.add_argument("--output-dir",
+                        help="local runs: pipeline root, metadata and serving_model/ go here")
+    parser.add_argument("--pipeline-root", help="default: OUTPUT_DIR/pipelines/PIPELINE_NAME")
+    parser.add_argument("--serving-dir", help="Pusher's target; default: OUTPUT_DIR/serving_model")
+    parser.add_argument("--model", choices=builders.MODEL_NAMES)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--split", dest="split_percentages", type=_split_percentages,
+                        metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
+    parser.add_argument("--train-steps", type=int,
+                        help="cap on steps per epoch (for quick checks)")
+    parser.add_argument("--min-covid-recall", type=float)
+    parser.add_argument("--min-macro-auc", type=float)
+    parser.add_argument("--max-regression", type=float,
+                        help="allowed drop in macro ROC-AUC against the last blessed model")
+    parser.add_argument("--pipeline-name")
+    parser.add_argument("--serving-model-name")
+    beam = parser.add_argument_group("Beam (StatisticsGen, Transform, Evaluator, ExampleGen)")
+    beam.add_argument("--beam-runner", help="direct (default) or dataflow")
+    beam.add_argument("--beam-direct-workers", type=int, metavar="N",
+                      help="DirectRunner worker processes (multi_processing when N > 1)")
+    beam.add_argument("--beam-arg", dest="extra_beam_args", action="append", metavar="ARG",
+                      help="one more Beam pipeline argument (repeatable)")
+    cloud = parser.add_argument_group("Google Cloud (Dataflow, Vertex AI)")
+    cloud.add_argument("--image", help="the pipeline container image (see Dockerfile)")
+    cloud.add_argument("--project", help="GCP project for Dataflow and Vertex AI Training")
+    cloud.add_argument("--region")
+    cloud.add_argument("--dataflow-temp-location", help="default: PIPELINE_ROOT/beam-temp")
+    cloud.add_argument("--dataflow-machine-type")
+    cloud.add_argument("--dataflow-max-workers", type=int)
+    cloud.add_argument("--vertex-training", action="store_true",
+                       help="run the Trainer as a Vertex AI Training job of --image")
+    cloud.add_argument("--vertex-training-machine-type")
+
+
 def _add_run_parser(commands) -> None:
-    run = commands.add_parser("run", help="run the TFX pipeline locally on a data directory")
-    run.add_argument("--data-dir", required=True,
-                     help="a folder per class, or a folder with manifest.csv")
-    run.add_argument("--output-dir", default="outputs",
-                     help="pipeline root, metadata and serving_model/ go here")
-    run.add_argument("--model", choices=builders.MODEL_NAMES, default="mobilenet_v2")
-    run.add_argument("--epochs", type=int, default=10)
-    run.add_argument("--image-size", type=int, default=features.DEFAULT_IMAGE_SIZE)
-    run.add_argument("--batch-size", type=int, default=16)
-    run.add_argument("--split", type=_split_percentages, default=(70, 15, 15),
-                     metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
-    run.add_argument("--train-steps", type=int, default=None,
-                     help="cap on steps per epoch (for quick checks)")
-    run.add_argument("--min-covid-recall", type=float, default=0.8)
-    run.add_argument("--min-macro-auc", type=float, default=0.8)
-    run.add_argument("--max-regression", type=float, default=0.0,
-                     help="allowed drop in macro ROC-AUC against the last blessed model")
-    run.add_argument("--pipeline-name", default="cxr")
-    run.add_argument("--serving-model-name", default="cxr_classifier")
-    run.add_argument("--verbose", action="store_true", help="show TFX and Beam logs")
+    run = commands.add_parser("run", help="run the TFX pipeline on a data directory",
+                              argument_default=argparse.SUPPRESS)
+    run.add_argument("--engine", choices=("local",), default="local",
+                     help="LocalDagRunner (Beam DirectRunner unless --beam-runner dataflow)")
+    _add_pipeline_flags(run)
+    run.add_argument("--verbose", action="store_true", default=False,
+                     help="show TFX and Beam logs")
+
+
+def _add_compile_parser(commands) -> None:
+    compile_ = commands.add_parser(
+        "compile", help="write a Kubeflow Pipelines v2 / Vertex AI pipeline spec (offline)",
+        argument_default=argparse.SUPPRESS)
+    compile_.add_argument("--engine", choices=("vertex",), default="vertex")
+    compile_.add_argument("--output", required=True, help="the spec to write (.json or .yaml)")
+    _add_pipeline_flags(compile_)
+
+
+def _add_submit_parser(commands) -> None:
+    submit = commands.add_parser("submit", help="submit a compiled spec to Vertex AI Pipelines")
+    submit.add_argument("--pipeline", required=True, help="the spec written by `cxr compile`")
+    submit.add_argument("--project", help="default: CXR_PROJECT")
+    submit.add_argument("--region", help="default: CXR_REGION, else us-central1")
+    submit.add_argument("--service-account", help="default: the Compute Engine default one")
+    submit.add_argument("--no-cache", action="store_true",
+                        help="re-run every step (needed after changing images in place)")
+
+
+def _config_from_args(args: argparse.Namespace):
+    """PipelineConfig from the flags given, CXR_* variables and defaults (in that order)."""
+    from pipeline.config import PipelineConfig
+
+    fields = {field.name for field in dataclasses.fields(PipelineConfig)}
+    try:
+        return PipelineConfig.from_settings({k: v for k, v in vars(args).items() if k in fields})
+    except ValueError as error:
+        raise UsageError(str(error))
 
 
 def _check_output_dir(path: str) -> None:
@@ -61,18 +119,11 @@ def _run(args: argparse.Namespace) -> int:
         _quiet_libraries()
     from components.image_example_gen import ingest
     from pipeline import runners, summary
-    from pipeline.config import PipelineConfig
 
+    config = _config_from_args(args)
     try:
-        config = PipelineConfig(
-            data_dir=args.data_dir, output_dir=args.output_dir, pipeline_name=args.pipeline_name,
-            model=args.model, serving_model_name=args.serving_model_name, epochs=args.epochs,
-            image_size=args.image_size, batch_size=args.batch_size,
-            split_percentages=args.split, min_covid_recall=args.min_covid_recall,
-            min_macro_auc=args.min_macro_auc, max_regression=args.max_regression,
-            train_steps=args.train_steps)
         records = ingest.scan(config.data_dir)
-    except (ValueError, ingest.DataError) as error:
+    except ingest.DataError as error:
         raise UsageError(str(error))
     _check_output_dir(config.output_dir)
     print(f"Running pipeline '{config.pipeline_name}' on {len(records)} images from "
@@ -84,11 +135,53 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from pipeline import runners
+
+    config = _config_from_args(args)
+    _check_output_dir(os.path.dirname(os.path.abspath(args.output)))
+    try:
+        runners.compile_vertex(config, args.output)
+    except ValueError as error:
+        raise UsageError(str(error))
+    print(f"Wrote {args.output}: pipeline '{config.pipeline_name}' for Vertex AI Pipelines, "
+          f"image {config.image}, root {config.pipeline_root}, Beam {config.beam_runner}"
+          f"{', Trainer on Vertex AI Training' if config.vertex_training else ''}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from pipeline import runners
+    from pipeline.config import PipelineConfig, setting_source, settings_from_env
+
+    try:
+        environment = settings_from_env()
+    except ValueError as error:
+        raise UsageError(str(error))
+    project = args.project or environment.get("project")
+    region = args.region or environment.get("region", PipelineConfig.region)
+    if not project:
+        raise UsageError(f"no GCP project: pass {setting_source('project')}")
+    if not os.path.isfile(args.pipeline):
+        raise UsageError(f"pipeline spec not found: {args.pipeline}")
+    try:
+        job_name = runners.submit_vertex(args.pipeline, project, region, args.service_account,
+                                         enable_caching=not args.no_cache)
+    except ValueError as error:
+        raise UsageError(str(error))
+    print(f"Submitted {job_name}; follow it in the Vertex AI console (Pipelines, {region}).")
+    return 0
+
+
 def _quiet_libraries() -> None:
     """TFX, Beam, TF and TFMA log hundreds of lines per run; keep the terminal readable."""
     import logging
     import warnings
 
+    warnings.simplefilter("ignore")  # Google Cloud libraries warn while Beam imports them
+    os.environ["PYTHONWARNINGS"] = "ignore"  # ... and in Beam's multi_processing workers
     import apache_beam.utils.annotations  # noqa: F401  (it sets warnings to "always" on import)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.FATAL)
@@ -104,8 +197,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)
+    _add_compile_parser(commands)
+    _add_submit_parser(commands)
     args = parser.parse_args(argv)
-    handlers = {"run": _run}
+    handlers = {"run": _run, "compile": _compile, "submit": _submit}
     try:
         return handlers[args.command](args)
     except UsageError as error:

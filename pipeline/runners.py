@@ -43,8 +43,12 @@ def compile_vertex(config: PipelineConfig, output_file: str) -> None:
 
 
 def submit_vertex(pipeline_file: str, project: str, region: str,
-                  service_account: Optional[str] = None) -> str:
-    """Submit a compiled spec as a Vertex AI PipelineJob; returns the job's resource name."""
+                  service_account: Optional[str] = None, enable_caching: bool = True) -> str:
+    """Submit a compiled spec as a Vertex AI PipelineJob; returns the job's resource name.
+
+    On Vertex AI, ImageExampleGen's cache key comes from TFX's generic driver, which sees only
+    the data folder's top level: enable_caching=False forces a fresh run after images changed.
+    """
     from google.cloud import aiplatform
 
     with open(pipeline_file, encoding="utf-8") as f:
@@ -55,6 +59,6 @@ def submit_vertex(pipeline_file: str, project: str, region: str,
                          "recompile with --pipeline-root gs://BUCKET/...")
     job = aiplatform.PipelineJob(
         display_name=job_spec.get("displayName") or "cxr", template_path=pipeline_file,
-        project=project, location=region, enable_caching=True)
+        project=project, location=region, enable_caching=enable_caching)
     job.submit(service_account=service_account)
     return job.resource_name
