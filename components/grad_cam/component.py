@@ -17,7 +17,7 @@ from components.grad_cam import executor, explain
 
 class GradCamReport(types.Artifact):
     """Folder with report.html, summary.json, overlays/ and one grid image per class."""
-    TYPE_NAME = "GradCamReport"
+    TYPE_NAME = "cxr.GradCamReport"  # KFP v2 (Vertex AI) needs namespace.Name
 
 
 class GradCamSpec(ComponentSpec):
