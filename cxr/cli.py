@@ -125,6 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         records = ingest.scan(config.data_dir)
     except ingest.DataError as error:
         raise UsageError(str(error))
+    if "://" in config.output_dir:
+        raise UsageError("--output-dir holds the local ML Metadata database and must be a local "
+                         "folder; put --pipeline-root and --serving-dir on Cloud Storage instead")
     _check_output_dir(config.output_dir)
     print(f"Running pipeline '{config.pipeline_name}' on {len(records)} images from "
           f"{config.data_dir} (model {config.model}, {config.epochs} epoch(s), "

@@ -31,6 +31,12 @@ def test_local_run_with_two_direct_workers_completes(tmp_path):
     assert os.path.isfile(os.path.join(result.pushed_model_dir, "saved_model.pb"))
 
 
+def test_local_run_needs_a_local_output_dir_for_its_metadata(tmp_path, capsys):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=1)
+    assert cli.main(["run", "--data-dir", data_dir, "--output-dir", "gs://bucket/out"]) == 2
+    assert "--output-dir holds the local ML Metadata database" in _error_line(capsys)
+
+
 def test_compile_writes_a_vertex_spec_offline_with_cloud_storage_paths(tmp_path, capsys):
     output = tmp_path / "specs" / "pipeline.json"
     assert cli.main(["compile", "--engine", "vertex", "--output", str(output),
