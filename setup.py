@@ -27,6 +27,7 @@ setup(
         "tensorflow-serving-api>=2.16,<2.17",
         "apache-beam>=2.61,<2.62",
         "pillow>=10",
+        "scipy>=1.12,<2",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},

@@ -193,6 +193,39 @@ def _quiet_libraries() -> None:
     warnings.simplefilter("ignore")
 
 
+def _add_gradcam_parser(commands) -> None:
+    gradcam = commands.add_parser(
+        "gradcam", help="Grad-CAM heatmaps and faithfulness figures for image files")
+    gradcam.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    gradcam.add_argument("--model", required=True, metavar="SERVING_MODEL_DIR",
+                         help="a pushed version, SERVING_DIR/<model_name> (newest version) "
+                              "or the Trainer's model artifact")
+    gradcam.add_argument("--out", required=True, metavar="DIR",
+                         help="report.html, summary.json and the PNGs go here")
+    gradcam.add_argument("--target-layer", default=None,
+                         help="e.g. backbone/out_relu; default: the last conv feature map")
+    gradcam.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
+    gradcam.add_argument("--steps", type=int, default=10,
+                         help="steps of the deletion and insertion curves")
+
+
+def _gradcam(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from components.grad_cam import explain
+
+    _check_output_dir(args.out)
+    try:
+        options = explain.Options(overlay_alpha=args.alpha, steps=args.steps,
+                                  target_layer=args.target_layer)
+        summary = explain.explain_files(args.images, args.model, args.out, options)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error))
+    print("\n".join(explain.summary_lines(summary)))
+    print(f"Report: {os.path.join(args.out, explain.REPORT_FILE)} (research and education "
+          "only; not for clinical use)")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cxr", description="Chest X-ray TFX pipeline (research and education only; "
@@ -202,8 +235,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_run_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
+    _add_gradcam_parser(commands)
     args = parser.parse_args(argv)
-    handlers = {"run": _run, "compile": _compile, "submit": _submit}
+    handlers = {"run": _run, "compile": _compile, "submit": _submit, "gradcam": _gradcam}
     try:
         return handlers[args.command](args)
     except UsageError as error:

@@ -15,6 +15,14 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.grad_cam import executor, explain
 
 
+def check_parameters(images_per_class: int, overlay_alpha: float,
+                     faithfulness_steps: int) -> None:
+    """ValueError naming the first bad parameter; PipelineConfig checks with it too."""
+    if images_per_class < 1:
+        raise ValueError(f"images per class must be at least 1, got {images_per_class}")
+    explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
+
+
 class GradCamReport(types.Artifact):
     """Folder with report.html, summary.json, overlays/ and one grid image per class."""
     TYPE_NAME = "cxr.GradCamReport"  # KFP v2 (Vertex AI) needs namespace.Name
@@ -54,9 +62,7 @@ class GradCam(base_component.BaseComponent):
                  model_blessing: Optional[types.BaseChannel] = None, images_per_class: int = 3,
                  include_all_misclassified: bool = True, target_layer: str = "",
                  overlay_alpha: float = 0.4, faithfulness_steps: int = 10, split: str = "test"):
-        if images_per_class < 1:
-            raise ValueError(f"images per class must be at least 1, got {images_per_class}")
-        explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)  # validates
+        check_parameters(images_per_class, overlay_alpha, faithfulness_steps)
         super().__init__(spec=GradCamSpec(
             model=model, examples=examples, model_blessing=model_blessing,
             images_per_class=images_per_class, include_all_misclassified=include_all_misclassified,

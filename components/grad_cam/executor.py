@@ -1,5 +1,6 @@
 """GradCam executor: picks test images (typical hits and mistakes per class) and explains them."""
 import os
+import tempfile
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -8,7 +9,7 @@ from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
-from tfx.utils import path_utils
+from tfx.utils import io_utils, path_utils
 
 from components.grad_cam import explain, gradcam
 from models import features
@@ -101,11 +102,13 @@ class Executor(base_executor.BaseExecutor):
             blessing = artifact_utils.get_single_instance(input_dict[BLESSING_KEY])
             context["blessed"] = bool(blessing.get_int_custom_property("blessed"))
         logging.info("GradCam: explaining %d of %d %s images", len(chosen), len(cases), split)
-        summary = explain.explain(
-            model, [cases[i] for i in chosen], report.uri,
-            explain.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
-                            steps=exec_properties[STEPS_KEY],
-                            target_layer=cam.target.qualified_name),
-            context)
+        options = explain.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
+                                  steps=exec_properties[STEPS_KEY],
+                                  target_layer=cam.target.qualified_name)
+        # Written locally, then copied: the artifact may live on Cloud Storage.
+        with tempfile.TemporaryDirectory() as local_dir:
+            summary = explain.explain(model, [cases[i] for i in chosen], local_dir, options,
+                                      context)
+            io_utils.copy_dir(local_dir, report.uri)
         report.set_int_custom_property("images", len(summary["images"]))
         report.set_int_custom_property("misclassified_in_split", misclassified)

@@ -56,14 +56,18 @@ def decode(image_bytes: bytes, image_size: int) -> np.ndarray:
 
 def find_saved_model(model_dir: str) -> str:
     """The SavedModel in a pushed version dir, a serving base dir (newest version) or a
-    Trainer model artifact (Format-Serving/)."""
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+    Trainer model artifact (Format-Serving/); local or on a tf.io.gfile file system."""
+    def holds_model(path: str) -> bool:
+        return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
+
+    if holds_model(model_dir):
         return model_dir
     trainer_layout = os.path.join(model_dir, "Format-Serving")
-    if os.path.isfile(os.path.join(trainer_layout, "saved_model.pb")):
+    if holds_model(trainer_layout):
         return trainer_layout
-    versions = [name for name in os.listdir(model_dir) if name.isdigit() and os.path.isfile(
-        os.path.join(model_dir, name, "saved_model.pb"))] if os.path.isdir(model_dir) else []
+    versions = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)
+                if name.rstrip("/").isdigit()] if tf.io.gfile.isdir(model_dir) else []
+    versions = [v for v in versions if holds_model(os.path.join(model_dir, v))]
     if versions:
         return os.path.join(model_dir, max(versions, key=int))
     raise FileNotFoundError(f"no SavedModel in {model_dir} (expected saved_model.pb, "
@@ -179,3 +183,43 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
     with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as f:
         f.write(render.report_html(summary))
     return summary
+
+
+def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
+                  options: Options = Options()) -> Dict[str, Any]:
+    """`cxr gradcam`: explain image files without labels; ValueError/FileNotFoundError for
+    anything the user has to fix (a missing file, a non-image, no model)."""
+    missing = [path for path in paths if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"image not found: {missing[0]}")
+    model = load_model(model_dir)
+    cases = []
+    for path in paths:
+        with open(path, "rb") as f:
+            case = Case(os.path.basename(path), f.read())
+        try:
+            decode(case.image_bytes, int(model.input_shape[1]))
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
+        cases.append(case)
+    return explain(model, cases, out_dir, options,
+                   {"model": find_saved_model(model_dir), "images": ", ".join(paths)})
+
+
+def summary_lines(summary: Dict[str, Any]) -> List[str]:
+    """One terminal line per image: prediction and the figures that say how far to trust it."""
+    def figure(value: Optional[float]) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    lines = []
+    for record in summary["images"]:
+        predicted = record["predicted_label"]
+        lines.append(
+            f"{record['name']}: {predicted} {record['probabilities'][predicted]:.3f}; "
+            f"deletion AUC {figure(record['deletion_auc'])} (random order "
+            f"{figure(record['random_deletion_auc'])}), insertion AUC "
+            f"{figure(record['insertion_auc'])} (random {figure(record['random_insertion_auc'])})"
+            f", border mass {figure(record['border_mass'])}, lung-field mass "
+            f"{figure(record['lung_field_mass'])}, rank corr. vs random model "
+            f"{figure(record['randomization_rank_correlation'])}")
+    return lines
