@@ -27,6 +27,8 @@ def _split_percentages(text: str) -> tuple:
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     """Flags named after PipelineConfig fields; unset flags fall back to CXR_* or defaults."""
+    parser.epilog = ("Every setting can also come from the environment as CXR_<SETTING>, e.g. "
+                     "CXR_PIPELINE_ROOT or CXR_IMAGE; flags win. Defaults: pipeline/config.py.")
     parser.add_argument("--data-dir",
                         help="a folder per class, or a folder with manifest.csv")
     parser.add_argument("--output-dir",
