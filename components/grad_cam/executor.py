@@ -9,7 +9,7 @@ from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
-from tfx.utils import io_utils, path_utils
+from tfx.utils import io_utils
 
 from components.grad_cam import explain, gradcam
 from models import features
@@ -82,7 +82,7 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
         split = exec_properties[SPLIT_KEY]
 
-        model = explain.load_model(path_utils.serving_model_path(model_artifact.uri))
+        model = explain.load_model(model_artifact.uri)
         cam = gradcam.GradCam(model, gradcam.find_target_layer(
             model, exec_properties[TARGET_LAYER_KEY] or None))
         cases, images, skipped = _decodable(read_split(examples, split), cam.image_size)

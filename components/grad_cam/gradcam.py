@@ -36,9 +36,15 @@ class TargetLayer:
         return "/".join(self.path + (self.name,))
 
 
+def _graph_layers(container: tf.keras.Model) -> List[tf.keras.layers.Layer]:
+    """The layers of the model's graph, in order, without layers merely attached as attributes
+    (the Trainer attaches its transform layer to the exported model, outside the graph)."""
+    return [layer for layer in container.layers if layer.inbound_nodes]
+
+
 def _walk(container: tf.keras.Model, path: Tuple[str, ...] = ()):
-    """(path, container, layer) for every layer, depth first, in each model's layer order."""
-    for layer in container.layers:
+    """(path, container, layer) for every graph layer, depth first, in each model's order."""
+    for layer in _graph_layers(container):
         yield path, container, layer
         if isinstance(layer, tf.keras.Model):
             yield from _walk(layer, path + (layer.name,))
@@ -51,7 +57,7 @@ def _is_spatial(layer: tf.keras.layers.Layer) -> bool:
 
 def _block_output(container: tf.keras.Model, conv: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
     """The last batch-norm/activation layer that directly follows `conv` in its container."""
-    layers = container.layers
+    layers = _graph_layers(container)
     block_end = conv
     for layer in layers[layers.index(conv) + 1:]:
         if not (isinstance(layer, BLOCK_TAIL_TYPES) and layer.input is block_end.output):
@@ -100,7 +106,7 @@ def _feature_forward(container: tf.keras.Model, path: Sequence[str],
 
     def replay(x):
         feature_maps = None
-        for layer in container.layers:
+        for layer in _graph_layers(container):
             if isinstance(layer, tf.keras.layers.InputLayer):
                 continue
             if layer is nested:
@@ -187,7 +193,9 @@ class GradCam:
 def randomized_copy(model: tf.keras.Model, seed: int = 0) -> tf.keras.Model:
     """The same architecture with freshly initialised weights (Adebayo et al., 2018).
 
-    Seeded so the sanity check is reproducible.
+    Seeded so the sanity check is reproducible. Only the graph is cloned: layers attached as
+    attributes (the Trainer's transform layer) cannot be rebuilt from a config.
     """
     tf.keras.utils.set_random_seed(seed)
-    return tf.keras.models.clone_model(model)
+    graph_only = tf.keras.Model(model.inputs, model.outputs, name=model.name)
+    return tf.keras.models.clone_model(graph_only)

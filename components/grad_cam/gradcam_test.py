@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from components.grad_cam import faithfulness, gradcam
 from components.grad_cam.conftest import (QUADRANT_IMAGE_SIZE, last_relu_name, quadrant_model,
@@ -28,13 +29,28 @@ def test_model_that_sees_one_quadrant_gets_its_heatmap_there(quadrant):
         assert faithfulness.mass_share(heatmap, _quadrant_mask(quadrant)) > 0.9
 
 
+class _AttachedLayer(tf.keras.layers.Layer):
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+
+    def call(self, inputs):
+        raise NotImplementedError("not part of the model's graph")
+
+
 def test_target_layer_is_the_last_conv_block_also_inside_a_nested_backbone(mobilenet):
     baseline = builders.build("baseline_cnn", 48)
     assert gradcam.find_target_layer(baseline).qualified_name == last_relu_name(baseline)
     target = gradcam.find_target_layer(mobilenet)
     assert target.qualified_name == f"{builders.BACKBONE_NAME}/out_relu"
     images = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    # The Trainer attaches its transform layer to the exported model, outside the graph; like
+    # this one, it can be neither called on images nor rebuilt from a config.
+    mobilenet.attached_layer = _AttachedLayer(table={"a": 1})
     explanation = gradcam.GradCam(mobilenet, target).explain(images)
+    random_copy = gradcam.randomized_copy(mobilenet)
+    assert [layer.name for layer in random_copy.layers] == [
+        layer.name for layer in mobilenet.layers if layer is not mobilenet.attached_layer]
     np.testing.assert_allclose(explanation.probabilities, mobilenet(images, training=False),
                                rtol=1e-4, atol=1e-6)
     assert explanation.heatmaps.shape == (2, 64, 64)
