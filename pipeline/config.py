@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
+from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
 from models import builders, features
 from schemas import SCHEMA_FILE
@@ -42,6 +43,12 @@ class PipelineConfig:
     min_macro_auc: float = 0.8
     max_regression: float = 0.0
     train_steps: Optional[int] = None
+    # Grad-CAM report on the test split (components/grad_cam); "" targets the last conv block.
+    gradcam_images_per_class: int = 3
+    gradcam_all_misclassified: bool = True
+    gradcam_target_layer: str = ""
+    gradcam_overlay_alpha: float = 0.4
+    gradcam_steps: int = 10
     # Beam: "direct" runs inside the orchestrator's process; "dataflow" on Google Cloud Dataflow.
     beam_runner: str = "direct"
     beam_direct_workers: int = 1
@@ -78,6 +85,8 @@ class PipelineConfig:
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        check_gradcam_parameters(self.gradcam_images_per_class, self.gradcam_overlay_alpha,
+                                 self.gradcam_steps)
         if self.beam_runner not in BEAM_RUNNERS:
             raise ValueError(f"unknown Beam runner {self.beam_runner!r}; choose one of "
                              f"{', '.join(BEAM_RUNNERS)}")

@@ -6,6 +6,7 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.anomaly_gate.component import AnomalyGate
+from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
 from models import features
 from pipeline.config import PipelineConfig
@@ -113,6 +114,17 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         example_splits=["test"],
         eval_config=eval_config(config))
 
+    # Explains the evaluated model on the test split; its report records the blessing.
+    grad_cam = GradCam(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        model_blessing=evaluator.outputs["blessing"],
+        images_per_class=config.gradcam_images_per_class,
+        include_all_misclassified=config.gradcam_all_misclassified,
+        target_layer=config.gradcam_target_layer,
+        overlay_alpha=config.gradcam_overlay_alpha,
+        faithfulness_steps=config.gradcam_steps)
+
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
@@ -124,7 +136,8 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, schema_importer, statistics_gen, example_validator,
-                    anomaly_gate, transform, trainer, baseline_resolver, evaluator, pusher],
+                    anomaly_gate, transform, trainer, baseline_resolver, evaluator, grad_cam,
+                    pusher],
         enable_cache=True,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path),

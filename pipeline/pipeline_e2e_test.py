@@ -11,7 +11,7 @@ from pipeline import summary
 
 ALL_NODES = {"ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
              "AnomalyGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-             "Evaluator", "Pusher"}
+             "Evaluator", "GradCam", "Pusher"}
 
 
 def test_every_component_ran(tiny_pipeline):
@@ -82,3 +82,34 @@ def test_second_run_reuses_cached_results(tiny_pipeline):
               if state == summary.CACHED}
     assert cached >= {"ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
                       "AnomalyGate", "Transform", "Trainer"}
+
+
+def test_grad_cam_report_explains_the_test_split(tiny_pipeline):
+    import json
+    config = tiny_pipeline.config
+    reports = glob.glob(os.path.join(config.pipeline_root, "GradCam", "report", "*",
+                                     "summary.json"))
+    assert reports
+    report_dir = os.path.dirname(max(reports, key=os.path.getmtime))
+    with open(os.path.join(report_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["target_layer"] == "backbone/out_relu"
+    assert summary["image_size"] == config.image_size
+    assert summary["context"]["blessed"] is True
+    assert summary["images"] and set(summary["classes"]) <= set(features.CLASS_NAMES)
+    for record in summary["images"]:
+        assert os.path.isfile(os.path.join(report_dir, record["overlay"]))
+        assert 0.0 <= record["deletion_auc"] <= 1.0 and 0.0 <= record["insertion_auc"] <= 1.0
+    assert os.path.isfile(os.path.join(report_dir, "report.html"))
+
+
+def test_cxr_gradcam_explains_the_pushed_model(tiny_pipeline, tmp_path, capsys):
+    import json
+    from cxr import cli
+    jpeg = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
+    assert cli.main(["gradcam", jpeg, "--model", tiny_pipeline.first.pushed_model_dir,
+                     "--out", str(tmp_path), "--steps", "2"]) == 0
+    assert capsys.readouterr().out.startswith(os.path.basename(jpeg))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["target_layer"] == "backbone/out_relu"
+    assert len(summary["images"]) == 1 and (tmp_path / summary["images"][0]["overlay"]).is_file()

@@ -100,6 +100,27 @@ def _finite_or_none(value: float) -> Optional[float]:
     return None if math.isnan(value) else value
 
 
+def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_dir: str
+                   ) -> Dict[str, Dict[str, Any]]:
+    """Counts and mean figures per class, and each class's grid image (written here)."""
+    classes = {}
+    for name in features.CLASS_NAMES:
+        members = [r for r in records if r["group"] == name]
+        if not members:
+            continue
+        grid_file = f"grid_{_class_slug(name)}.png"
+        render.grid(panels[name]).save(os.path.join(out_dir, grid_file))
+        classes[name] = {
+            "images": len(members),
+            "correct": sum(r["correct"] is True for r in members),
+            "misclassified": sum(r["correct"] is False for r in members),
+            "unlabelled": sum(r["correct"] is None for r in members),
+            "grid": grid_file,
+            "mean": {m: _mean([r[m] for r in members]) for m in METRICS},
+        }
+    return classes
+
+
 def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
             options: Options = Options(), context: Optional[Dict[str, Any]] = None
             ) -> Dict[str, Any]:
@@ -146,21 +167,6 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
         panels.setdefault(group, []).append(
             (panel, f"{case.true_label or '?'} -> {predicted} {confidence:.2f}"))
 
-    classes = {}
-    for name in features.CLASS_NAMES:
-        members = [r for r in records if r["group"] == name]
-        if not members:
-            continue
-        grid_file = f"grid_{_class_slug(name)}.png"
-        render.grid(panels[name]).save(os.path.join(out_dir, grid_file))
-        classes[name] = {
-            "images": len(members),
-            "correct": sum(r["correct"] is True for r in members),
-            "misclassified": sum(r["correct"] is False for r in members),
-            "unlabelled": sum(r["correct"] is None for r in members),
-            "grid": grid_file,
-            "mean": {m: _mean([r[m] for r in members]) for m in METRICS},
-        }
     summary = {
         "disclaimer": DISCLAIMER,
         "context": dict(context or {}),
@@ -175,7 +181,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
             "lung_field": faithfulness.LUNG_FIELD_DEFINITION,
         },
         "images": records,
-        "classes": classes,
+        "classes": _class_figures(records, panels, out_dir),
         "mean": {m: _mean([r[m] for r in records]) for m in METRICS},
     }
     with open(os.path.join(out_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
