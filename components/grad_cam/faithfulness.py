@@ -1,10 +1,10 @@
 """How far a heatmap can be trusted, and where it looks.
 
 - Deletion and insertion curves (Petsiuk et al., 2018, RISE): remove from the image (set to
-  black), or add to a blurred copy, the most salient pixels first in equal steps and track
+  black), or add to a blurred copy, the most salient blocks first in equal steps and track
   the probability of the explained class. A faithful map makes the probability fall fast
   on deletion (low AUC) and rise fast on insertion (high AUC). The same curves with a random
-  pixel order are computed as the reference a map has to beat.
+  block order are computed as the reference a map has to beat.
 - Heatmap mass in a border band (where labels, side markers, rulers and film edges are: a
   shortcut signal) and in an approximate lung field (two fixed ellipses, see lung_field_mask).
 - Rank correlation between maps of the trained and of a re-initialised model (Adebayo et
@@ -26,6 +26,7 @@ LUNG_CENTRES_X = (0.30, 0.70)
 LUNG_CENTRE_Y = 0.45
 LUNG_SEMI_AXES = (0.18, 0.30)
 INSERTION_BLUR_SIGMA = 0.05  # of the image side
+BLOCK_GRID = 16  # deletion and insertion move blocks of 1/16 of the side (14 px at 224 px)
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -91,9 +92,32 @@ def _reveal(start: np.ndarray, source: np.ndarray, order: np.ndarray, steps: int
     return frames.reshape((steps + 1,) + start.shape)
 
 
-def saliency_order(heatmap: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pixel indices from most to least salient; ties (ReLU zeros) in random order."""
-    return np.lexsort((rng.random(heatmap.size), -heatmap.ravel()))
+def _pixel_blocks(size: int, grid: int) -> np.ndarray:
+    """For each pixel (row-major), the index of its cell in a grid x grid partition."""
+    block_of_row = np.arange(size) * grid // size
+    return (block_of_row[:, np.newaxis] * grid + block_of_row[np.newaxis, :]).ravel()
+
+
+def block_order(block_scores: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Pixel indices of a size x size image, block by block from the highest score down.
+
+    Whole blocks are removed or restored, not scattered pixels: salt-and-pepper noise is far
+    from any training image and would drop the probability whatever the order. Ties (ReLU
+    zeros) are broken at random.
+    """
+    grid = block_scores.shape[0]
+    pixel_block = _pixel_blocks(size, grid)
+    rank = np.empty(grid * grid, dtype=np.int64)
+    rank[np.lexsort((rng.random(grid * grid), -block_scores.ravel()))] = np.arange(grid * grid)
+    return np.argsort(rank[pixel_block], kind="stable")
+
+
+def block_means(heatmap: np.ndarray, grid: int) -> np.ndarray:
+    """Mean heat in each cell of a grid x grid partition of the map."""
+    size = heatmap.shape[0]
+    pixel_block = _pixel_blocks(size, grid)
+    sums = np.bincount(pixel_block, weights=heatmap.ravel(), minlength=grid * grid)
+    return (sums / np.bincount(pixel_block, minlength=grid * grid)).reshape(grid, grid)
 
 
 def deletion_insertion(predict: Predict, image: np.ndarray, heatmap: np.ndarray,
@@ -103,8 +127,9 @@ def deletion_insertion(predict: Predict, image: np.ndarray, heatmap: np.ndarray,
     size = image.shape[0]
     black = np.zeros_like(image)
     blurred = ndimage.gaussian_filter(image, sigma=(INSERTION_BLUR_SIGMA * size,) * 2 + (0,))
-    salient = saliency_order(heatmap, rng)
-    shuffled = rng.permutation(size * size)
+    grid = min(BLOCK_GRID, size)
+    salient = block_order(block_means(heatmap, grid), size, rng)
+    shuffled = block_order(rng.random((grid, grid)), size, rng)
     batch = np.concatenate([
         _reveal(image, black, salient, steps), _reveal(blurred, image, salient, steps),
         _reveal(image, black, shuffled, steps), _reveal(blurred, image, shuffled, steps)])

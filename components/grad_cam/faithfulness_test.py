@@ -31,6 +31,16 @@ def test_mass_share_and_rank_correlation():
     assert math.isnan(faithfulness.rank_correlation(ramp, np.ones((10, 10))))
 
 
+def test_block_order_moves_whole_blocks_from_the_most_salient_down():
+    heatmap = np.kron(np.array([[2.0, 0.0], [1.0, 3.0]]), np.ones((3, 3)))
+    np.testing.assert_allclose(faithfulness.block_means(heatmap, 2), [[2.0, 0.0], [1.0, 3.0]])
+    order = faithfulness.block_order(faithfulness.block_means(heatmap, 2), 6,
+                                     np.random.default_rng(0))
+    assert sorted(order) == list(range(36))
+    assert [set(heatmap.ravel()[order[i:i + 9]]) for i in range(0, 36, 9)] == [
+        {3.0}, {2.0}, {1.0}, {0.0}]
+
+
 def test_deleting_the_salient_quadrant_drops_the_probability_faster_than_random_order():
     _, _, _, images = sample_images(per_class=1, image_size=QUADRANT_IMAGE_SIZE)
     model = quadrant_model("top_left")

@@ -141,9 +141,10 @@ each overlay shows exactly that input and the heatmap of the predicted class</li
 <h2>Mean per class (grouped by true label, or by predicted label when unknown)</h2>
 {_metric_table(class_rows + [("all images", summary["mean"])])}
 <p><b>Reading the numbers.</b> Deletion AUC: the predicted class's probability as the most
-salient pixels are blacked out in {summary['steps']} steps; lower is more faithful and should
-be clearly below the random-order value. Insertion AUC: the probability as salient pixels
-are restored into a blurred copy; higher is more faithful and should beat random order.
+salient blocks (1/16 of the side) are blacked out in {summary['steps']} steps; lower is more
+faithful and should be clearly below the random-order value. Insertion AUC: the probability as
+salient blocks are restored into a blurred copy; higher is more faithful and should beat random
+order.
 Border mass: heatmap share in the outer {regions['border_fraction']:.0%} of each side
 ({regions['border_area_share']:.0%} of the area; far more than that suggests labels, markers
 or edges are used as a shortcut). Lung-field mass: share inside two fixed ellipses
