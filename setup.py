@@ -11,7 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["cxr", "cxr.*", "pipeline", "pipeline.*", "components",
-                                    "components.*", "models", "models.*", "schemas"]),
+                                    "components.*", "models", "models.*", "schemas",
+                                    "serving", "serving.*"]),
     package_data={"models": ["weights/*.h5", "weights/*.md"], "schemas": ["*.pbtxt"]},
     install_requires=[
         "tfx>=1.16,<1.17",
@@ -28,6 +29,10 @@ setup(
         "apache-beam>=2.61,<2.62",
         "pillow>=10",
         "scipy>=1.12,<2",
+        # onnx 1.19+ needs ml-dtypes>=0.5, which TensorFlow 2.16 (ml-dtypes~=0.3.1) excludes.
+        "tf2onnx>=1.17,<1.18",
+        "onnx>=1.17,<1.19",
+        "onnxruntime>=1.20,<2",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},

@@ -195,6 +195,113 @@ def _quiet_libraries() -> None:
     warnings.simplefilter("ignore")
 
 
+def _add_predict_parser(commands) -> None:
+    predict = commands.add_parser(
+        "predict", help="classify images with TensorFlow Serving (or `cxr serve`)")
+    server = predict.add_mutually_exclusive_group(required=True)
+    server.add_argument("--server", metavar="HOST:PORT", help="gRPC address (TF Serving: 8500)")
+    server.add_argument("--rest", metavar="URL", help="REST base URL, e.g. http://HOST:8501")
+    predict.add_argument("--model-name", required=True, help="the name the model is served under")
+    predict.add_argument("--version", type=int, default=None, help="default: the newest")
+    predict.add_argument("--timeout", type=float, default=10.0, help="deadline per request (s)")
+    predict.add_argument("--retries", type=int, default=3,
+                         help="retries after UNAVAILABLE or DEADLINE_EXCEEDED")
+    predict.add_argument("--batch-size", type=int, default=8, help="images per request")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from serving import client, rest
+
+    settings = dict(version=args.version, timeout_seconds=args.timeout, retries=args.retries,
+                    batch_size=args.batch_size)
+    try:
+        if args.server:
+            with client.PredictionClient(args.server, args.model_name, **settings) as grpc_client:
+                grpc_client.signature()
+                predictions = grpc_client.predict_files(args.images)
+        else:
+            predictions = rest.RestClient(args.rest, args.model_name,
+                                          **settings).predict_files(args.images)
+    except ValueError as error:
+        raise UsageError(str(error))
+    except client.ServingError as error:
+        if error.kind == "usage":
+            raise UsageError(str(error))
+        print(f"cxr: predict failed: {error}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([{"image": path, "predicted_class": p.predicted_class,
+                           "probabilities": p.probabilities}
+                          for path, p in zip(args.images, predictions)], indent=2))
+        return 0
+    for path, prediction in zip(args.images, predictions):
+        scores = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
+        print(f"{path}: {prediction.predicted_class} ({scores})")
+    return 0
+
+
+def _add_serve_parser(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="development stand-in for TF Serving: gRPC Predict and "
+                      "GetModelMetadata on loopback")
+    serve.add_argument("--model-dir", required=True,
+                       help="SERVING_DIR/<model_name>, the folder of numbered versions")
+    serve.add_argument("--model-name", default=None, help="default: the folder's name")
+    serve.add_argument("--port", type=int, default=8500)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving import server
+
+    try:
+        grpc_server, service, port = server.start_server(args.model_dir, args.model_name,
+                                                         args.port)
+    except (server.ModelDirError, OSError) as error:
+        raise UsageError(str(error))
+    print(f"Serving model {service.model_name!r} version {service.version} from "
+          f"{service.version_dir} on {server.LOOPBACK}:{port} (gRPC). A development stand-in "
+          "for TensorFlow Serving, not for production; Ctrl-C stops it.", flush=True)
+    try:
+        grpc_server.wait_for_termination()
+    except KeyboardInterrupt:
+        grpc_server.stop(grace=1).wait()
+    return 0
+
+
+def _add_export_parser(commands) -> None:
+    from serving.export import FORMATS
+
+    export = commands.add_parser(
+        "export", help="ONNX or TFLite export of a pushed model, checked on the test split")
+    export.add_argument("--model-dir", required=True,
+                        help="a pushed version: SERVING_DIR/<model_name>/<version>")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--output", required=True, help="file to write")
+    export.add_argument("--examples", required=True,
+                        help="ImageExampleGen output (PIPELINE_ROOT/ImageExampleGen/examples/"
+                             "<id>): Split-test checks the export, Split-train calibrates int8")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import logging
+
+    from serving import export
+
+    _quiet_libraries()
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    try:
+        report = export.export(args.model_dir, args.format, args.output, args.examples)
+    except export.ExportError as error:
+        raise UsageError(str(error))
+    print(report.summary())
+    print(f"Wrote {args.output} and {export.parity_report_path(args.output)}")
+    return 0
+
+
 def _add_gradcam_parser(commands) -> None:
     gradcam = commands.add_parser(
         "gradcam", help="Grad-CAM heatmaps and faithfulness figures for image files")
@@ -237,9 +344,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_run_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
+    _add_predict_parser(commands)
+    _add_serve_parser(commands)
+    _add_export_parser(commands)
     _add_gradcam_parser(commands)
     args = parser.parse_args(argv)
-    handlers = {"run": _run, "compile": _compile, "submit": _submit, "gradcam": _gradcam}
+    handlers = {"run": _run, "compile": _compile, "submit": _submit, "gradcam": _gradcam,
+                "predict": _predict, "serve": _serve, "export": _export}
     try:
         return handlers[args.command](args)
     except UsageError as error:

@@ -1,0 +1,200 @@
+"""A TensorFlow Serving gRPC client for the exported `serving_default` signature.
+
+It sends raw encoded image bytes (the model decodes them itself), several images per
+request, with a deadline and retries with exponential backoff for the two transient
+statuses only (UNAVAILABLE, DEADLINE_EXCEEDED); every other failure is raised at once as a
+ServingError with a one-line message.
+"""
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence, TypeVar
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from models import features
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+SIGNATURE_DEF_FIELD = "signature_def"
+T = TypeVar("T")
+
+
+class ServingError(Exception):
+    """A request failed; `kind` says whose fault: "usage" (bad input) or "server"."""
+
+    def __init__(self, message: str, kind: str = "server",
+                 code: Optional[grpc.StatusCode] = None):
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    predicted_class: str
+    probabilities: Dict[str, float]  # class name -> probability, in the model's class order
+
+
+def read_images(paths: Sequence[str]) -> List[bytes]:
+    """The encoded bytes of each file, failing on the first one that cannot be read."""
+    images = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ServingError(f"image file not found: {path}", kind="usage")
+        try:
+            with open(path, "rb") as f:
+                images.append(f.read())
+        except OSError as error:
+            raise ServingError(f"cannot read {path}: {error.strerror}", kind="usage")
+    return images
+
+
+def batches(items: Sequence[T], size: int) -> List[Sequence[T]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def with_retries(call: Callable[[], T], is_transient: Callable[[Exception], bool],
+                 retries: int, backoff_seconds: float) -> T:
+    """call(), retried up to `retries` times after transient failures, waiting
+    backoff_seconds * 2**attempt in between; the last failure is re-raised."""
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001  re-raised unless transient
+            if not is_transient(error) or attempt == retries:
+                raise
+            time.sleep(backoff_seconds * 2 ** attempt)
+            attempt += 1
+
+
+def _is_transient_rpc_error(error: Exception) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() in RETRYABLE
+
+
+class PredictionClient:
+    """Predict and GetModelMetadata against TF Serving (or `cxr serve`) over gRPC."""
+
+    def __init__(self, target: str, model_name: str, version: Optional[int] = None,
+                 timeout_seconds: float = 10.0, retries: int = 3, backoff_seconds: float = 0.5,
+                 batch_size: int = 8):
+        if batch_size < 1 or retries < 0 or timeout_seconds <= 0:
+            raise ValueError("batch_size must be >= 1, retries >= 0 and timeout > 0")
+        self.target = target
+        self.model_name = model_name
+        self.version = version
+        self.timeout_seconds = timeout_seconds
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.batch_size = batch_size
+        self._channel = grpc.insecure_channel(target)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "PredictionClient":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _model_text(self) -> str:
+        version = f" version {self.version}" if self.version is not None else ""
+        return f"model {self.model_name!r}{version}"
+
+    def _fill_model_spec(self, model_spec, signature_name: str = "") -> None:
+        model_spec.name = self.model_name
+        if self.version is not None:
+            model_spec.version.value = self.version
+        model_spec.signature_name = signature_name
+
+    def _call(self, method, request):
+        try:
+            return with_retries(lambda: method(request, timeout=self.timeout_seconds),
+                                _is_transient_rpc_error, self.retries, self.backoff_seconds)
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+
+    def _error(self, error: grpc.RpcError) -> ServingError:
+        code, lines = error.code(), (error.details() or "").splitlines()
+        details = lines[0] if lines else "no details"
+        if code in RETRYABLE:
+            return ServingError(f"{self.target} {code.name} after {self.retries + 1} "
+                                f"attempt(s) (deadline {self.timeout_seconds:g} s each): "
+                                f"{details}", code=code)
+        if code == grpc.StatusCode.NOT_FOUND:
+            return ServingError(f"{self._model_text()} not found on {self.target} "
+                                f"(NOT_FOUND: {details})", kind="usage", code=code)
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            return ServingError(f"request rejected by {self.target} (INVALID_ARGUMENT: "
+                                f"{details})", kind="usage", code=code)
+        return ServingError(f"{self.target} answered {code.name}: {details}", code=code)
+
+    def signature(self) -> "tf.compat.v1.SignatureDef":
+        """The served `serving_default` SignatureDef, checked against models/features.py."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(
+            metadata_field=[SIGNATURE_DEF_FIELD])
+        self._fill_model_spec(request.model_spec)
+        response = self._call(self._stub.GetModelMetadata, request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
+        signature = signature_map.signature_def.get(features.SERVING_SIGNATURE)
+        expected_outputs = {features.PROBABILITIES_OUTPUT, features.CLASS_NAMES_OUTPUT,
+                            features.PREDICTED_CLASS_OUTPUT}
+        if (signature is None or set(signature.inputs) != {features.SERVING_INPUT}
+                or not expected_outputs <= set(signature.outputs)):
+            found = ({name: (sorted(s.inputs), sorted(s.outputs))
+                      for name, s in signature_map.signature_def.items()})
+            raise ServingError(
+                f"{self._model_text()} on {self.target} has no {features.SERVING_SIGNATURE!r} "
+                f"signature taking {features.SERVING_INPUT!r} and returning "
+                f"{sorted(expected_outputs)}; it serves {found}", kind="usage")
+        return signature
+
+    def predict(self, images: Sequence[bytes]) -> List[Prediction]:
+        """One Prediction per encoded image, in order, `batch_size` images per request."""
+        predictions = []
+        for batch in batches(list(images), self.batch_size):
+            request = predict_pb2.PredictRequest()
+            self._fill_model_spec(request.model_spec, features.SERVING_SIGNATURE)
+            request.inputs[features.SERVING_INPUT].CopyFrom(
+                tf.make_tensor_proto(batch, dtype=tf.string, shape=[len(batch)]))
+            response = self._call(self._stub.Predict, request)
+            predictions.extend(parse_outputs(
+                {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}))
+        return predictions
+
+    def predict_files(self, paths: Sequence[str]) -> List[Prediction]:
+        """Like predict(), naming the files of a batch whose images the model rejected."""
+        images = read_images(paths)
+        predictions = []
+        for start in range(0, len(paths), self.batch_size):
+            try:
+                predictions.extend(self.predict(images[start:start + self.batch_size]))
+            except ServingError as error:
+                if error.code != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                names = ", ".join(paths[start:start + self.batch_size])
+                raise ServingError(f"cannot classify {names}: {error}", kind="usage",
+                                   code=error.code) from None
+        return predictions
+
+
+def parse_outputs(outputs: Dict[str, Sequence]) -> List[Prediction]:
+    """serving_default's outputs (arrays or nested lists) -> one Prediction per image."""
+    predictions = []
+    for probabilities, names, predicted in zip(outputs[features.PROBABILITIES_OUTPUT],
+                                               outputs[features.CLASS_NAMES_OUTPUT],
+                                               outputs[features.PREDICTED_CLASS_OUTPUT]):
+        predictions.append(Prediction(
+            predicted_class=_text(predicted),
+            probabilities={_text(name): float(p) for name, p in zip(names, probabilities)}))
+    return predictions
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
