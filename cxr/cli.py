@@ -185,14 +185,12 @@ def _quiet_libraries() -> None:
     import logging
     import warnings
 
-    warnings.simplefilter("ignore")  # Google Cloud libraries warn while Beam imports them
+    warnings.simplefilter("ignore")  # Google Cloud libraries warn while TFX imports them
     os.environ["PYTHONWARNINGS"] = "ignore"  # ... and in Beam's multi_processing workers
-    import apache_beam.utils.annotations  # noqa: F401  (it sets warnings to "always" on import)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.FATAL)
     for name in ("tensorflow", "apache_beam"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.simplefilter("ignore")
 
 
 def _add_predict_parser(commands) -> None:
