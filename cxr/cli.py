@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
-from models import builders  # noqa: E402
+from models import features  # noqa: E402
 
 
 class UsageError(Exception):
@@ -35,7 +35,11 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="local runs: pipeline root, metadata and serving_model/ go here")
     parser.add_argument("--pipeline-root", help="default: OUTPUT_DIR/pipelines/PIPELINE_NAME")
     parser.add_argument("--serving-dir", help="Pusher's target; default: OUTPUT_DIR/serving_model")
-    parser.add_argument("--model", choices=builders.MODEL_NAMES)
+    parser.add_argument("--model", choices=features.MODEL_NAMES)
+    parser.add_argument("--weights", metavar="PATH|imagenet|none",
+                        help="backbone start: default the bundled ImageNet weights "
+                             "(mobilenet_v2, efficientnet_lite0) or Keras' download "
+                             "(efficientnet_b0, resnet50); none = random init")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int)

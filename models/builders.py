@@ -1,19 +1,146 @@
-"""Model builders: a small CNN from scratch and MobileNetV2 transfer learning.
+"""Model builders: a small CNN from scratch and ImageNet transfer-learning backbones.
 
 Every model takes float32 images in [0, 1] of shape [size, size, 3] (Transform's output)
-and returns softmax probabilities in features.CLASS_NAMES order.
+and returns softmax probabilities in features.CLASS_NAMES order. A transfer model nests its
+backbone as one layer named BACKBONE_NAME, after a layer that maps [0, 1] to the range the
+backbone was trained on.
 """
+import copy
+import dataclasses
 import os
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
+from tf_keras.src.applications import efficientnet as keras_efficientnet
 
 from models import features
 
-MODEL_NAMES = ("baseline_cnn", "mobilenet_v2")
 BACKBONE_NAME = "backbone"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 MOBILENET_V2_WEIGHTS = os.path.join(WEIGHTS_DIR, "mobilenet_v2_1.0_224_no_top.h5")
+EFFICIENTNET_LITE0_WEIGHTS = os.path.join(WEIGHTS_DIR, "efficientnet_lite0_imagenet_notop.h5")
+# `--weights` values besides a file path.
+NO_WEIGHTS = "none"
+IMAGENET = "imagenet"
+# ImageNet channel means of the Caffe-style preprocessing ResNet50 was trained with.
+CAFFE_MEANS = (103.939, 116.779, 123.68)
+
+
+class WeightsError(ValueError):
+    """The requested backbone weights cannot be used; the message says what to pass instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    build: Callable[[Tuple[int, int, int], Optional[str]], tf.keras.Model]
+    # Layers that map Transform's [0, 1] images to the backbone's own input range.
+    input_layers: Callable[[], list]
+    # Weights shipped in models/weights; None means ImageNet weights come from Keras' download.
+    bundled_weights: Optional[str]
+
+
+def _efficientnet_lite0(input_shape: Tuple[int, int, int],
+                        weights: Optional[str]) -> tf.keras.Model:
+    """EfficientNet-B0's topology without squeeze-and-excitation and with ReLU6 (Lite0).
+
+    Keras' EfficientNet builder is not public API but is the reference implementation of the
+    topology; it was checked on tf-keras 2.16.
+    """
+    blocks = copy.deepcopy(keras_efficientnet.DEFAULT_BLOCKS_ARGS)
+    for block in blocks:
+        block["se_ratio"] = 0.0
+    model = keras_efficientnet.EfficientNet(
+        1.0, 1.0, 224, activation="relu6", blocks_args=blocks,
+        model_name="efficientnet_lite0", include_top=False, weights=None,
+        input_shape=input_shape)
+    if weights is not None:
+        model.load_weights(weights)
+    # Lite0 normalises its [0, 255] input as (x - 127) / 128. The Normalization layer after the
+    # builder's 1/255 rescaling is pinned to that, after loading: a legacy .h5 may restore
+    # its variables without refreshing the tensors the layer computes with.
+    normalization = next(layer for layer in model.layers
+                         if isinstance(layer, tf.keras.layers.Normalization))
+    mean, variance, *rest = normalization.get_weights()
+    normalization.set_weights([np.full_like(mean, 127.0 / 255.0),
+                               np.full_like(variance, (128.0 / 255.0) ** 2)] + rest)
+    normalization.finalize_state()
+    return model
+
+
+def _to_255() -> list:
+    return [tf.keras.layers.Rescaling(255.0, name="to_0_255")]
+
+
+BACKBONES = {
+    "mobilenet_v2": Backbone(
+        build=lambda shape, weights: tf.keras.applications.MobileNetV2(
+            input_shape=shape, include_top=False, weights=weights),
+        input_layers=lambda: [tf.keras.layers.Rescaling(2.0, offset=-1.0,
+                                                        name="to_mobilenet_range")],
+        bundled_weights=MOBILENET_V2_WEIGHTS),
+    "efficientnet_lite0": Backbone(
+        build=_efficientnet_lite0, input_layers=_to_255,
+        bundled_weights=EFFICIENTNET_LITE0_WEIGHTS),
+    # EfficientNetB0 rescales and normalises [0, 255] input itself.
+    "efficientnet_b0": Backbone(
+        build=lambda shape, weights: tf.keras.applications.EfficientNetB0(
+            input_shape=shape, include_top=False, weights=weights),
+        input_layers=_to_255, bundled_weights=None),
+    # Caffe preprocessing also swaps RGB to BGR; Transform's images are grey in all three
+    # channels, so subtracting the per-channel means is the whole of it.
+    "resnet50": Backbone(
+        build=lambda shape, weights: tf.keras.applications.ResNet50(
+            input_shape=shape, include_top=False, weights=weights),
+        input_layers=lambda: _to_255() + [tf.keras.layers.Normalization(
+            mean=list(CAFFE_MEANS), variance=[1.0, 1.0, 1.0], name="caffe_means")],
+        bundled_weights=None),
+}
+
+def resolve_weights(model_name: str, weights: Optional[str] = None) -> Optional[str]:
+    """The weights a model starts from: a local file, IMAGENET (Keras downloads) or None.
+
+    `weights` is what the user asked for: None (the default for the model), NO_WEIGHTS,
+    IMAGENET or a path. Refuses what would silently train a transfer model from scratch.
+    """
+    if model_name == "baseline_cnn":
+        if weights not in (None, NO_WEIGHTS):
+            raise WeightsError("baseline_cnn is trained from scratch; --weights does not apply")
+        return None
+    if model_name not in BACKBONES:
+        raise ValueError(f"unknown model {model_name!r}; choose one of "
+                         f"{', '.join(features.MODEL_NAMES)}")
+    backbone = BACKBONES[model_name]
+    if weights == NO_WEIGHTS:
+        return None
+    if weights is None:
+        return backbone.bundled_weights or IMAGENET
+    if weights == IMAGENET:
+        if model_name == "efficientnet_lite0":
+            raise WeightsError("Keras has no download of EfficientNet-Lite0 weights; leave out "
+                               "--weights to use the bundled ImageNet weights")
+        return IMAGENET
+    if not tf.io.gfile.exists(weights) or tf.io.gfile.isdir(weights):
+        raise WeightsError(f"weights file not found: {weights}")
+    return weights
+
+
+def check_weights_available(model_name: str, weights: Optional[str] = None) -> None:
+    """Fail now, with what to do instead, if the ImageNet weights cannot be downloaded.
+
+    Keras caches a successful download (~/.keras/models), so the Trainer reuses it.
+    """
+    resolved = resolve_weights(model_name, weights)
+    if resolved != IMAGENET:
+        return
+    try:
+        BACKBONES[model_name].build((32, 32, features.CHANNELS), IMAGENET)
+    except Exception as error:  # noqa: BLE001  Keras raises bare Exception on URL failures
+        raise WeightsError(
+            f"{model_name} needs ImageNet weights, and downloading them failed "
+            f"({str(error).splitlines()[0][:160]}). Pass --weights PATH to a local no-top "
+            f".h5 file, or --weights {NO_WEIGHTS} to train from random weights on purpose"
+        ) from None
 
 
 def augmentation(seed: Optional[int] = None) -> tf.keras.Sequential:
@@ -56,23 +183,26 @@ def build_baseline_cnn(image_size: int = features.DEFAULT_IMAGE_SIZE,
     return tf.keras.Model(inputs, _head(x, dropout), name="baseline_cnn")
 
 
-def build_mobilenet_v2(image_size: int = features.DEFAULT_IMAGE_SIZE,
-                       weights: Optional[str] = MOBILENET_V2_WEIGHTS,
-                       dropout: float = 0.3) -> tf.keras.Model:
-    """ImageNet MobileNetV2 1.0 (frozen) under a new head; see set_fine_tuning for phase 2."""
-    if weights is not None and not os.path.isfile(weights):
-        raise FileNotFoundError(f"MobileNetV2 weights not found: {weights}")
-    backbone = tf.keras.applications.MobileNetV2(
-        input_shape=(image_size, image_size, features.CHANNELS), include_top=False,
-        weights=weights)
+def build_transfer(model_name: str, image_size: int = features.DEFAULT_IMAGE_SIZE,
+                   weights: Optional[str] = None, dropout: float = 0.3) -> tf.keras.Model:
+    """An ImageNet backbone (frozen) under a new head; see set_fine_tuning for phase 2."""
+    resolved = resolve_weights(model_name, weights)
+    backbone_spec = BACKBONES[model_name]
+    backbone = backbone_spec.build((image_size, image_size, features.CHANNELS), resolved)
     backbone._name = BACKBONE_NAME  # pylint: disable=protected-access
     backbone.trainable = False
     inputs = _inputs(image_size)
     x = augmentation()(inputs)
-    x = tf.keras.layers.Rescaling(2.0, offset=-1.0, name="to_mobilenet_range")(x)
+    for layer in backbone_spec.input_layers():
+        x = layer(x)
     x = backbone(x, training=False)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    return tf.keras.Model(inputs, _head(x, dropout), name="mobilenet_v2")
+    return tf.keras.Model(inputs, _head(x, dropout), name=model_name)
+
+
+def build_mobilenet_v2(image_size: int = features.DEFAULT_IMAGE_SIZE,
+                       weights: Optional[str] = None, dropout: float = 0.3) -> tf.keras.Model:
+    return build_transfer("mobilenet_v2", image_size, weights, dropout)
 
 
 def set_fine_tuning(model: tf.keras.Model, trainable_backbone_layers: int) -> None:
@@ -89,13 +219,15 @@ def set_fine_tuning(model: tf.keras.Model, trainable_backbone_layers: int) -> No
             layer, tf.keras.layers.BatchNormalization)
 
 
-def build(name: str, image_size: int = features.DEFAULT_IMAGE_SIZE,
-          dropout: float = 0.3) -> tf.keras.Model:
+def build(name: str, image_size: int = features.DEFAULT_IMAGE_SIZE, dropout: float = 0.3,
+          weights: Optional[str] = None) -> tf.keras.Model:
+    """The model `name` (features.MODEL_NAMES); `weights` as for resolve_weights."""
     if name == "baseline_cnn":
+        resolve_weights(name, weights)
         return build_baseline_cnn(image_size, dropout)
-    if name == "mobilenet_v2":
-        return build_mobilenet_v2(image_size, dropout=dropout)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if name in BACKBONES:
+        return build_transfer(name, image_size, weights, dropout)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(features.MODEL_NAMES)}")
 
 
 def has_backbone(model: tf.keras.Model) -> bool:

@@ -41,6 +41,10 @@ SERVING_INPUT = "image_bytes"
 
 SPLIT_NAMES = ["train", "eval", "test"]
 
+# Architectures models/builders.py can build (`cxr run --model`).
+MODEL_NAMES = ("baseline_cnn", "mobilenet_v2", "efficientnet_lite0", "efficientnet_b0",
+               "resnet50")
+
 # Folder names users give their classes (Kaggle and hospital exports), matched after
 # lower-casing and dropping spaces, dashes and underscores.
 LABEL_ALIASES: Dict[str, str] = {

@@ -4,8 +4,9 @@ Transformed images are not materialised (see README): the input pipeline reads t
 ExampleGen records and applies the Transform graph on the fly.
 """
 import math
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+import keras_tuner
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -25,12 +26,16 @@ DEFAULTS = {
     "dropout": 0.3,
     "early_stopping_patience": 4,
     "seed": 0,
+    "weights": None,
 }
 
 
-def training_config(custom_config: Dict) -> Dict:
+def training_config(custom_config: Dict, hyperparameters: Optional[Dict] = None) -> Dict:
+    """Defaults, then the pipeline's custom_config, then the Tuner's best hyperparameters."""
     config = dict(DEFAULTS)
     config.update({k: v for k, v in (custom_config or {}).items() if v is not None})
+    if hyperparameters:
+        config.update(keras_tuner.HyperParameters.from_config(hyperparameters).values)
     return config
 
 
@@ -87,6 +92,34 @@ def _compile(model: tf.keras.Model, learning_rate: float) -> None:
                   metrics=["sparse_categorical_accuracy"])
 
 
+def build_model(config: Dict) -> tf.keras.Model:
+    return builders.build(config["model"], config["image_size"], config["dropout"],
+                          weights=config["weights"])
+
+
+def fit_two_phases(model: tf.keras.Model, config: Dict, train: tf.data.Dataset,
+                   **fit_kwargs) -> tf.keras.callbacks.History:
+    """Train the head on a frozen backbone, then fine-tune the backbone's top layers.
+
+    Shared by Trainer and each Tuner trial, so that tuning scores the training that ships.
+    Returns the last phase's history.
+    """
+    head_epochs, fine_tune_epochs = phase_epochs(config["model"], config["epochs"])
+    _compile(model, config["head_learning_rate"])
+    history = model.fit(train, epochs=head_epochs, **fit_kwargs)
+    if fine_tune_epochs:
+        builders.set_fine_tuning(model, config["fine_tune_layers"])
+        _compile(model, config["fine_tune_learning_rate"])
+        history = model.fit(train, initial_epoch=head_epochs,
+                            epochs=head_epochs + fine_tune_epochs, **fit_kwargs)
+    return history
+
+
+def steps_per_epoch(counts: np.ndarray, batch_size: int, step_cap: Optional[int]) -> int:
+    steps = max(1, math.ceil(counts.sum() / batch_size))
+    return min(steps, step_cap) if step_cap else steps
+
+
 def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput
                       ) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """serving_default (raw image bytes), serving_tf_example (TFMA) and transform_features."""
@@ -127,34 +160,27 @@ def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransfor
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    config = training_config(fn_args.custom_config)
+    config = training_config(fn_args.custom_config, fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     counts = class_counts(fn_args.train_files)
-    steps_per_epoch = max(1, math.ceil(counts.sum() / config["batch_size"]))
-    if fn_args.train_steps:
-        steps_per_epoch = min(steps_per_epoch, fn_args.train_steps)
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
                      config["batch_size"], training=True)
     validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                           config["batch_size"], training=False)
 
-    model = builders.build(config["model"], config["image_size"], config["dropout"])
+    model = build_model(config)
     callbacks = [
         tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
         tf.keras.callbacks.EarlyStopping(monitor="val_loss",
                                          patience=config["early_stopping_patience"],
                                          restore_best_weights=True),
     ]
-    fit = dict(steps_per_epoch=steps_per_epoch, validation_data=validation,
-               class_weight=class_weights(counts), callbacks=callbacks, verbose=2)
-    head_epochs, fine_tune_epochs = phase_epochs(config["model"], config["epochs"])
-    _compile(model, config["head_learning_rate"])
-    model.fit(train, epochs=head_epochs, **fit)
-    if fine_tune_epochs:
-        builders.set_fine_tuning(model, config["fine_tune_layers"])
-        _compile(model, config["fine_tune_learning_rate"])
-        model.fit(train, initial_epoch=head_epochs, epochs=head_epochs + fine_tune_epochs, **fit)
+    fit_two_phases(model, config, train,
+                   steps_per_epoch=steps_per_epoch(counts, config["batch_size"],
+                                                   fn_args.train_steps),
+                   validation_data=validation, class_weight=class_weights(counts),
+                   callbacks=callbacks, verbose=2)
 
     # save_traces=False: layers are revived from their configs, which makes saving about 10x
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.

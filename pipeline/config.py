@@ -33,6 +33,8 @@ class PipelineConfig:
     serving_dir: Optional[str] = None
     schema_file: str = SCHEMA_FILE
     model: str = "mobilenet_v2"
+    # None: the model's default ImageNet weights; "none", "imagenet" or a file (models/builders).
+    weights: Optional[str] = None
     serving_model_name: str = "cxr_classifier"
     epochs: int = 10
     image_size: int = features.DEFAULT_IMAGE_SIZE
@@ -72,9 +74,10 @@ class PipelineConfig:
             self.output_dir, "serving_model"))
         self.dataflow_temp_location = (self.dataflow_temp_location
                                        or os.path.join(self.pipeline_root, "beam-temp"))
-        if self.model not in builders.MODEL_NAMES:
+        if self.model not in features.MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; choose one of "
-                             f"{', '.join(builders.MODEL_NAMES)}")
+                             f"{', '.join(features.MODEL_NAMES)}")
+        builders.resolve_weights(self.model, self.weights)
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if not 32 <= self.image_size <= 1024:
@@ -136,7 +139,7 @@ class PipelineConfig:
     def trainer_config(self) -> dict:
         """What models/trainer.py reads from Trainer's custom_config."""
         return {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
-                "image_size": self.image_size}
+                "image_size": self.image_size, "weights": self.weights}
 
     @property
     def vertex_training_config(self) -> Dict[str, Any]:
