@@ -46,6 +46,7 @@ class PipelineRuns(NamedTuple):
     second: Any  # ... of the same command run again
     config: Any  # pipeline.config.PipelineConfig
     data_dir: str
+    flags: list  # the `cxr run` flags other than --model, for `cxr compare` to reuse
 
 
 @pytest.fixture(scope="session")
@@ -61,12 +62,16 @@ def tiny_pipeline(tmp_path_factory) -> PipelineRuns:
 
     root = tmp_path_factory.mktemp("tiny_pipeline")
     data_dir = make_subset(str(root / "data"), per_class=8)
-    args = ["run", "--data-dir", data_dir, "--output-dir", str(root / "out"),
-            "--model", "mobilenet_v2", "--epochs", "2", "--train-steps", "1",
-            "--image-size", "64", "--batch-size", "4",
-            "--min-covid-recall", "0", "--min-macro-auc", "0"]
-    config = PipelineConfig(data_dir=data_dir, output_dir=str(root / "out"), image_size=64)
+    flags = ["--data-dir", data_dir, "--output-dir", str(root / "out"),
+             "--epochs", "2", "--train-steps", "1", "--image-size", "64", "--batch-size", "4",
+             "--min-covid-recall", "0", "--min-macro-auc", "0"]
+    # Named as `cxr compare` names its mobilenet_v2 run, so that compare's test reuses it.
+    args = ["run", *flags, "--model", "mobilenet_v2", "--pipeline-name", "cxr-mobilenet_v2",
+            "--serving-model-name", "cxr_mobilenet_v2"]
+    config = PipelineConfig(data_dir=data_dir, output_dir=str(root / "out"), image_size=64,
+                            pipeline_name="cxr-mobilenet_v2",
+                            serving_model_name="cxr_mobilenet_v2")
     assert cli.main(args) == 0
     first = summary.summarize(config)
     assert cli.main(args) == 0
-    return PipelineRuns(first, summary.summarize(config), config, data_dir)
+    return PipelineRuns(first, summary.summarize(config), config, data_dir, flags)

@@ -29,6 +29,8 @@ setup(
         "apache-beam>=2.61,<2.62",
         "pillow>=10",
         "scipy>=1.12,<2",
+        # Model card and `cxr compare` figures (confusion matrices, ROC curves).
+        "matplotlib>=3.8,<3.9",
         # onnx 1.19+ needs ml-dtypes>=0.5, which TensorFlow 2.16 (ml-dtypes~=0.3.1) excludes.
         "tf2onnx>=1.17,<1.18",
         "onnx>=1.17,<1.19",

@@ -47,6 +47,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
     parser.add_argument("--train-steps", type=int,
                         help="cap on steps per epoch (for quick checks)")
+    parser.add_argument("--tune", action="store_true",
+                        help="run the Tuner (random search on the eval split) before Trainer")
+    parser.add_argument("--tune-trials", type=int, metavar="N", help="Tuner trials (default 4)")
+    parser.add_argument("--tune-epochs", type=int, metavar="N", help="epochs per trial (default 3)")
     parser.add_argument("--min-covid-recall", type=float)
     parser.add_argument("--min-macro-auc", type=float)
     parser.add_argument("--max-regression", type=float,
@@ -90,6 +94,61 @@ def _add_compile_parser(commands) -> None:
     _add_pipeline_flags(compile_)
 
 
+def _add_compare_parser(commands) -> None:
+    compare = commands.add_parser(
+        "compare", help="train several architectures on the same split and compare them",
+        argument_default=argparse.SUPPRESS)
+    compare.add_argument("--models", default="baseline_cnn,mobilenet_v2,efficientnet_lite0",
+                         help="comma-separated, from: " + ", ".join(features.MODEL_NAMES))
+    compare.add_argument("--out", help="comparison.md/.json and figures; default "
+                                       "OUTPUT_DIR/comparison")
+    compare.add_argument("--bootstrap-resamples", type=int, default=1000,
+                         help="resamples of test patients for the 95%% intervals")
+    compare.add_argument("--verbose", action="store_true", default=False,
+                         help="show TFX and Beam logs")
+    _add_pipeline_flags(compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import shlex
+
+    if not args.verbose:
+        _quiet_libraries()
+    from components.image_example_gen import ingest
+    from models import builders
+    from pipeline import compare
+
+    if "model" in vars(args) or "weights" in vars(args):
+        raise UsageError("compare trains each of --models from its default weights; "
+                         "--model and --weights are for `cxr run`")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in features.MODEL_NAMES]
+    if unknown or len(set(models)) < 2 or len(set(models)) != len(models):
+        raise UsageError(f"--models needs two or more different names from "
+                         f"{', '.join(features.MODEL_NAMES)}; got {args.models!r}")
+    if args.bootstrap_resamples < 100:
+        raise UsageError("--bootstrap-resamples must be at least 100")
+    config = _config_from_args(args)
+    try:
+        ingest.scan(config.data_dir)
+        for model in models:
+            builders.check_weights_available(model)
+    except (ingest.DataError, builders.WeightsError) as error:
+        raise UsageError(str(error))
+    _check_output_dir(config.output_dir)
+    out_dir = getattr(args, "out", None) or os.path.join(config.output_dir, "comparison")
+    _check_output_dir(out_dir)
+    comparison = compare.compare(config, models, out_dir, shlex.join(["cxr"] + args.argv),
+                                 args.bootstrap_resamples)
+    for name, result in comparison["models"].items():
+        test = result["test"]
+        print(f"{name:<20} test accuracy {test['accuracy']['value']:.3f}, macro-F1 "
+              f"{test['macro_f1']['value']:.3f}, blessed: {'yes' if result['blessed'] else 'no'}")
+    print(f"Recommended (chosen on the eval split): {comparison['recommendation']['model']}")
+    print(f"Wrote {os.path.join(out_dir, compare.COMPARISON_MD)} and {compare.COMPARISON_JSON}")
+    return 0
+
+
 def _add_submit_parser(commands) -> None:
     submit = commands.add_parser("submit", help="submit a compiled spec to Vertex AI Pipelines")
     submit.add_argument("--pipeline", required=True, help="the spec written by `cxr compile`")
@@ -124,12 +183,14 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_libraries()
     from components.image_example_gen import ingest
+    from models import builders
     from pipeline import runners, summary
 
     config = _config_from_args(args)
     try:
         records = ingest.scan(config.data_dir)
-    except ingest.DataError as error:
+        builders.check_weights_available(config.model, config.weights)
+    except (ingest.DataError, builders.WeightsError) as error:
         raise UsageError(str(error))
     if "://" in config.output_dir:
         raise UsageError("--output-dir holds the local ML Metadata database and must be a local "
@@ -344,14 +405,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)
+    _add_compare_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
     _add_predict_parser(commands)
     _add_serve_parser(commands)
     _add_export_parser(commands)
     _add_gradcam_parser(commands)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    handlers = {"run": _run, "compile": _compile, "submit": _submit, "gradcam": _gradcam,
+    args.argv = argv
+    handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit, "gradcam": _gradcam,
                 "predict": _predict, "serve": _serve, "export": _export}
     try:
         return handlers[args.command](args)

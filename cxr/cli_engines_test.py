@@ -1,4 +1,5 @@
 """`cxr run --engine local` with several Beam workers, `cxr compile` and `cxr submit`."""
+import glob
 import json
 import os
 
@@ -16,19 +17,29 @@ def _error_line(capsys) -> str:
     return err[0]
 
 
-def test_local_run_with_two_direct_workers_completes(tmp_path):
+def test_local_run_with_two_direct_workers_and_the_tuner_completes(tmp_path):
     data_dir = make_subset(str(tmp_path / "data"), per_class=8)
     out = tmp_path / "out"
     assert cli.main(["run", "--engine", "local", "--beam-direct-workers", "2",
                      "--data-dir", data_dir, "--output-dir", str(out),
                      "--model", "baseline_cnn", "--epochs", "1", "--train-steps", "1",
                      "--image-size", "64", "--batch-size", "4",
+                     "--tune", "--tune-trials", "2", "--tune-epochs", "1",
                      "--min-covid-recall", "0", "--min-macro-auc", "0"]) == 0
     result = summary.summarize(PipelineConfig(data_dir=data_dir, output_dir=str(out)))
     states = result.execution_states
-    for node in ("ImageExampleGen", "StatisticsGen", "Transform", "Trainer", "Evaluator"):
+    for node in ("ImageExampleGen", "StatisticsGen", "Transform", "Tuner", "Trainer",
+                 "Evaluator", "ModelCardGenerator", "Pusher"):
         assert states[node] == summary.COMPLETE, (node, states)
     assert os.path.isfile(os.path.join(result.pushed_model_dir, "saved_model.pb"))
+    # Two trials of the search space; the winner reached Trainer and the model card says so.
+    trials = glob.glob(os.path.join(str(out), "pipelines", "cxr", "Tuner", "**", "trial.json"),
+                       recursive=True)
+    assert len(trials) == 2
+    with open(os.path.join(result.model_card_dir, "model_card.json")) as f:
+        model = json.load(f)["model"]
+    assert model["hyperparameters_source"] == "chosen by the Tuner on the eval split"
+    assert set(model["hyperparameters"]) == {"head_learning_rate", "dropout"}
 
 
 def test_local_run_needs_a_local_output_dir_for_its_metadata(tmp_path, capsys):

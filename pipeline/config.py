@@ -45,6 +45,10 @@ class PipelineConfig:
     min_macro_auc: float = 0.8
     max_regression: float = 0.0
     train_steps: Optional[int] = None
+    # Tuner (models/tuning.py): a random search whose best values feed Trainer; off by default.
+    tune: bool = False
+    tune_trials: int = 4
+    tune_epochs: int = 3
     # Grad-CAM report on the test split (components/grad_cam); "" targets the last conv block.
     gradcam_images_per_class: int = 3
     gradcam_all_misclassified: bool = True
@@ -83,6 +87,9 @@ class PipelineConfig:
         if not 32 <= self.image_size <= 1024:
             raise ValueError(f"image size must be between 32 and 1024, got {self.image_size}")
         check_split_percentages(self.split_percentages)
+        for name in ("tune_trials", "tune_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
@@ -142,6 +149,37 @@ class PipelineConfig:
                 "image_size": self.image_size, "weights": self.weights}
 
     @property
+    def blessing_rule(self) -> str:
+        return (f"COVID-19 recall >= {self.min_covid_recall} and macro ROC-AUC >= "
+                f"{self.min_macro_auc} on the test split, and no drop of more than "
+                f"{self.max_regression} in macro ROC-AUC against the last blessed model")
+
+    @property
+    def tuner_config(self) -> dict:
+        """What models/tuning.py reads from Tuner's custom_config (+ Vertex keys if asked)."""
+        config = {**self.trainer_config, "max_trials": self.tune_trials,
+                  "trial_epochs": self.tune_epochs}
+        if self.vertex_training:
+            config.update({
+                vertex.ENABLE_VERTEX_KEY: True,
+                vertex.VERTEX_REGION_KEY: self.region,
+                vertex.experimental.TUNING_ARGS_KEY: {
+                    "project": self.project,
+                    "job_spec": {"worker_pool_specs": self._vertex_worker_pool()},
+                },
+                vertex.experimental.REMOTE_TRIALS_WORKING_DIR_KEY: os.path.join(
+                    self.pipeline_root, "tuner-trials"),
+            })
+        return config
+
+    def _vertex_worker_pool(self) -> List[Dict[str, Any]]:
+        return [{
+            "machine_spec": {"machine_type": self.vertex_training_machine_type},
+            "replica_count": 1,
+            "container_spec": {"image_uri": self.image},
+        }]
+
+    @property
     def vertex_training_config(self) -> Dict[str, Any]:
         """custom_config keys of TFX's Vertex Trainer: one replica of the pipeline image."""
         if not self.vertex_training:
@@ -151,11 +189,7 @@ class PipelineConfig:
             vertex.VERTEX_REGION_KEY: self.region,
             vertex.TRAINING_ARGS_KEY: {
                 "project": self.project,
-                "worker_pool_specs": [{
-                    "machine_spec": {"machine_type": self.vertex_training_machine_type},
-                    "replica_count": 1,
-                    "container_spec": {"image_uri": self.image},
-                }],
+                "worker_pool_specs": self._vertex_worker_pool(),
             },
         }
 

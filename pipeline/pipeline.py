@@ -8,6 +8,8 @@ from tfx import v1 as tfx
 from components.anomaly_gate.component import AnomalyGate
 from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
+from components.model_card.component import ModelCardGenerator
+from components.serving_pusher.component import ServingPusher
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -90,13 +92,24 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         disable_statistics=True)
     transform.add_upstream_node(anomaly_gate)
 
-    # TFX's Vertex Trainer runs the same run_fn as a Vertex AI Training job of the pipeline image.
-    trainer_class = (tfx.extensions.google_cloud_ai_platform.Trainer if config.vertex_training
-                     else tfx.components.Trainer)
+    # TFX's Vertex Tuner and Trainer run the same module code as Vertex AI Training jobs of
+    # the pipeline image.
+    vertex = tfx.extensions.google_cloud_ai_platform
+    tuner_class = vertex.Tuner if config.vertex_training else tfx.components.Tuner
+    tuner = tuner_class(
+        examples=example_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        tuner_fn="models.tuning.tuner_fn",
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        eval_args=tfx.proto.EvalArgs(),
+        custom_config=config.tuner_config) if config.tune else None
+
+    trainer_class = vertex.Trainer if config.vertex_training else tfx.components.Trainer
     trainer = trainer_class(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         run_fn="models.trainer.run_fn",
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
         custom_config={**config.trainer_config, **config.vertex_training_config})
@@ -125,18 +138,30 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         overlay_alpha=config.gradcam_overlay_alpha,
         faithfulness_steps=config.gradcam_steps)
 
-    pusher = tfx.components.Pusher(
+    model_card = ModelCardGenerator(
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+        model_blessing=evaluator.outputs["blessing"],
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        model_name=config.serving_model_name,
+        training={**config.trainer_config, "data_dir": config.data_dir},
+        blessing_rule=config.blessing_rule)
+
+    # TFX's Pusher contract (PushedModel, <base>/<version>/), but atomic and with the card.
+    pusher = ServingPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.join(config.serving_dir, config.serving_model_name))))
+        model_card=model_card.outputs["model_card"],
+        base_directory=os.path.join(config.serving_dir, config.serving_model_name)
+    ).with_id("Pusher")
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, schema_importer, statistics_gen, example_validator,
-                    anomaly_gate, transform, trainer, baseline_resolver, evaluator, grad_cam,
+                    anomaly_gate, transform] + ([tuner] if tuner else []) + [
+                    trainer, baseline_resolver, evaluator, grad_cam, model_card,
                     pusher],
         enable_cache=True,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(

@@ -11,7 +11,7 @@ from pipeline import summary
 
 ALL_NODES = {"ImageExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
              "AnomalyGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-             "Evaluator", "GradCam", "Pusher"}
+             "Evaluator", "GradCam", "ModelCardGenerator", "Pusher"}
 
 
 def test_every_component_ran(tiny_pipeline):

@@ -1,13 +1,15 @@
 """What a finished run produced, read back from ML Metadata and TFMA's output."""
 import dataclasses
 import math
+import os
 from typing import Dict, List, Optional, Tuple
 
-import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from components.grad_cam import explain
+from components.model_card import metrics, render
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -24,6 +26,10 @@ class RunSummary:
     model_run_dir: Optional[str]
     class_metrics: Dict[str, Dict[str, float]]
     overall_metrics: Dict[str, float]
+    model_card_dir: Optional[str] = None
+    examples_uri: Optional[str] = None
+    model_uri: Optional[str] = None
+    gradcam_report_dir: Optional[str] = None
 
 
 def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
@@ -52,27 +58,6 @@ def _latest_run_outputs(store: metadata_store.MetadataStore):
     return states, by_type
 
 
-def load_class_metrics(evaluation_uri: str
-                       ) -> Tuple[Dict[str, Dict[str, float]], Dict[str, float]]:
-    """Per-class and overall metrics of the whole test split (the unsliced slice)."""
-    per_class = {name: {} for name in features.CLASS_NAMES}
-    overall = {}
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        if slice_metrics.slice_key.single_slice_keys:
-            continue
-        for kv in slice_metrics.metric_keys_and_values:
-            if kv.key.is_diff or kv.key.model_name == "baseline":
-                continue
-            value = kv.value.double_value.value
-            if kv.key.sub_key.HasField("class_id"):
-                per_class[features.CLASS_NAMES[kv.key.sub_key.class_id.value]][kv.key.name] = value
-            elif kv.key.HasField("aggregation_type"):
-                overall[f"macro_{kv.key.name}"] = value
-            else:
-                overall[kv.key.name] = value
-    return per_class, overall
-
-
 def summarize(config: PipelineConfig) -> RunSummary:
     states, outputs = _latest_run_outputs(_store(config))
     evaluation = outputs.get("ModelEvaluation")
@@ -81,7 +66,7 @@ def summarize(config: PipelineConfig) -> RunSummary:
     pushed_dir = None
     if pushed and pushed.custom_properties["pushed"].int_value:
         pushed_dir = pushed.custom_properties["pushed_destination"].string_value
-    per_class, overall = load_class_metrics(evaluation.uri) if evaluation else ({}, {})
+    per_class, overall = metrics.load_tfma_metrics(evaluation.uri) if evaluation else ({}, {})
     return RunSummary(
         execution_states=states,
         evaluation_uri=evaluation.uri if evaluation else None,
@@ -89,7 +74,12 @@ def summarize(config: PipelineConfig) -> RunSummary:
         pushed_model_dir=pushed_dir,
         model_run_dir=outputs["ModelRun"].uri if "ModelRun" in outputs else None,
         class_metrics=per_class,
-        overall_metrics=overall)
+        overall_metrics=overall,
+        examples_uri=outputs["Examples"].uri if "Examples" in outputs else None,
+        model_uri=outputs["Model"].uri if "Model" in outputs else None,
+        model_card_dir=outputs["cxr.ModelCard"].uri if "cxr.ModelCard" in outputs else None,
+        gradcam_report_dir=(outputs["cxr.GradCamReport"].uri
+                            if "cxr.GradCamReport" in outputs else None))
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -107,10 +97,13 @@ def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
                  f"{_fmt(overall.get('macro_auc'))}, test examples "
                  f"{int(overall.get('example_count', 0))}")
     verdict = {True: "BLESSED", False: "NOT blessed", None: "not evaluated"}[summary.blessed]
-    lines.append(f"Model {verdict} (COVID-19 recall >= {config.min_covid_recall}, macro "
-                 f"ROC-AUC >= {config.min_macro_auc}, no regression vs the last blessed model)")
+    lines.append(f"Model {verdict} ({config.blessing_rule})")
     lines.append(f"Pushed model: {summary.pushed_model_dir or 'none (only blessed models are pushed)'}")
     lines.append(f"Evaluation (TFMA, sliced by label/source/age_group): {summary.evaluation_uri}")
+    if summary.model_card_dir:
+        lines.append(f"Model card: {os.path.join(summary.model_card_dir, render.HTML_FILE)}")
+    if summary.gradcam_report_dir:
+        lines.append(f"Grad-CAM report: {os.path.join(summary.gradcam_report_dir, explain.REPORT_FILE)}")
     lines.append(f"TensorBoard logs: tensorboard --logdir {summary.model_run_dir}")
     cached = sorted(n for n, s in summary.execution_states.items() if s == CACHED)
     if cached:

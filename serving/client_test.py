@@ -13,7 +13,7 @@ from conftest import SAMPLE_DIR
 from models import features
 from serving import client, server
 
-MODEL_NAME = "cxr_classifier"
+MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
 
 
 def _sample_paths(count: int):

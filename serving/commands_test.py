@@ -16,7 +16,7 @@ from cxr import cli
 from models import features
 from serving import export
 
-MODEL_NAME = "cxr_classifier"
+MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
 STARTUP_SECONDS = 180
 
 

@@ -46,7 +46,7 @@ def _write_split(examples_dir: str, split: str, rows) -> None:
 
 @pytest.fixture(scope="session")
 def pushed_model_base(tiny_pipeline) -> str:
-    """<serving_dir>/cxr_classifier: the folder of numbered versions the Pusher wrote."""
+    """<serving_dir>/cxr_mobilenet_v2: the folder of numbered versions the Pusher wrote."""
     return os.path.dirname(tiny_pipeline.first.pushed_model_dir)
 
 

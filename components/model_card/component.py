@@ -1,0 +1,68 @@
+"""ModelCardGenerator: a model card for every trained model, from its own test predictions.
+
+Its output is a ModelCard folder: model_card.json (the source), model_card.md and
+model_card.html (self-contained), confusion_matrix.png, roc_curves.png and predictions.csv
+(one row per test image with its metadata and class probabilities). The ServingPusher copies
+the card, with the version filled in, into the pushed version's assets.extra/.
+"""
+import json
+from typing import Any, Dict, Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.model_card import executor, metrics
+
+
+class ModelCard(types.Artifact):
+    """Folder with model_card.{json,md,html}, the figures and predictions.csv."""
+    TYPE_NAME = "cxr.ModelCard"  # KFP v2 (Vertex AI) needs namespace.Name
+
+
+class ModelCardGeneratorSpec(ComponentSpec):
+    PARAMETERS = {
+        executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
+        executor.TRAINING_KEY: ExecutionParameter(type=str),
+        executor.BLESSING_RULE_KEY: ExecutionParameter(type=str),
+        executor.RESAMPLES_KEY: ExecutionParameter(type=int),
+    }
+    INPUTS = {
+        executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+        executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+        executor.EVALUATION_KEY: ChannelParameter(type=standard_artifacts.ModelEvaluation,
+                                                  optional=True),
+        executor.BLESSING_KEY: ChannelParameter(type=standard_artifacts.ModelBlessing,
+                                                optional=True),
+        executor.HYPERPARAMETERS_KEY: ChannelParameter(type=standard_artifacts.HyperParameters,
+                                                       optional=True),
+    }
+    OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
+
+
+class ModelCardGenerator(base_component.BaseComponent):
+    """Model card of `model` on the test split of `examples` (see module docstring).
+
+    model_name: the name the model is served under.
+    training: what Trainer was told (architecture, epochs, image size, weights, data dir).
+    blessing_rule: the Evaluator's thresholds in words, quoted by the card.
+    bootstrap_resamples: resamples of test patients for the 95% intervals.
+    """
+    SPEC_CLASS = ModelCardGeneratorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
+                 model_name: str, training: Dict[str, Any], blessing_rule: str,
+                 evaluation: Optional[types.BaseChannel] = None,
+                 model_blessing: Optional[types.BaseChannel] = None,
+                 hyperparameters: Optional[types.BaseChannel] = None,
+                 bootstrap_resamples: int = metrics.DEFAULT_RESAMPLES):
+        if bootstrap_resamples < 1:
+            raise ValueError(f"bootstrap resamples must be at least 1, got {bootstrap_resamples}")
+        super().__init__(spec=ModelCardGeneratorSpec(
+            model=model, examples=examples, evaluation=evaluation,
+            model_blessing=model_blessing, hyperparameters=hyperparameters,
+            model_name=model_name, training=json.dumps(training, sort_keys=True),
+            blessing_rule=blessing_rule, bootstrap_resamples=bootstrap_resamples,
+            model_card=types.Channel(type=ModelCard)))

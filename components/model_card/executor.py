@@ -1,0 +1,201 @@
+"""ModelCardGenerator executor: predicts the test split, measures it with patient-level
+confidence intervals and slices, and writes model_card.{json,md,html} with its figures."""
+import csv
+import datetime
+import importlib.metadata
+import json
+import os
+from collections import Counter
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.grad_cam.explain import find_saved_model
+from components.model_card import metrics, render
+from models import features
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "model_blessing"
+HYPERPARAMETERS_KEY = "hyperparameters"
+MODEL_CARD_KEY = "model_card"
+MODEL_NAME_KEY = "model_name"
+TRAINING_KEY = "training"
+BLESSING_RULE_KEY = "blessing_rule"
+RESAMPLES_KEY = "bootstrap_resamples"
+SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
+METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
+PREDICT_BATCH = 32
+# Images are read only for the test split; the others are counted from their metadata.
+_METADATA_SPEC = {key: tf.io.FixedLenFeature([], tf.string, default_value=features.UNKNOWN)
+                  for key in METADATA_KEYS}
+
+
+def _split_files(examples_uri: str, split: str) -> List[str]:
+    """ExampleGen's gzipped TFRecords of one split (TFX names the folders Split-<name>)."""
+    return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+
+
+def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
+    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    return [{k: v.numpy().decode() for k, v in tf.io.parse_single_example(r, _METADATA_SPEC)
+             .items()} for r in records]
+
+
+def predict_split(model_dir: str, examples_uri: str, split: str
+                  ) -> Tuple[List[Dict[str, str]], np.ndarray]:
+    """Metadata and class probabilities of every example of `split`, through the
+    SavedModel's tf.Example signature: the same path TFMA and TF Serving take."""
+    predict = tf.saved_model.load(model_dir).signatures[features.TF_EXAMPLE_SIGNATURE]
+    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    rows, probabilities = [], []
+    for batch in records.batch(PREDICT_BATCH):
+        probabilities.append(predict(examples=batch)[features.PROBABILITIES_OUTPUT].numpy())
+        rows += [{k: v.numpy().decode() for k, v in
+                  tf.io.parse_single_example(record, _METADATA_SPEC).items()} for record in batch]
+    if not rows:
+        raise ValueError(f"split {split!r} of {examples_uri} holds no examples")
+    return rows, np.concatenate(probabilities)
+
+
+def _counts(rows: List[Dict[str, str]], key: str) -> str:
+    return ", ".join(f"{value} {count}" for value, count in sorted(Counter(
+        r[key] for r in rows).items()))
+
+
+def _versions() -> Dict[str, str]:
+    names = {"cxr-tfx": "cxr-tfx", "TensorFlow": "tensorflow", "TFX": "tfx",
+             "TFMA": "tensorflow-model-analysis"}
+    return {label: importlib.metadata.version(package) for label, package in names.items()}
+
+
+def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, Any]
+                     ) -> Tuple[str, Dict[str, Any]]:
+    tuned_keys = ("head_learning_rate", "fine_tune_learning_rate", "fine_tune_layers", "dropout")
+    if artifact_list:
+        path = os.path.join(artifact_list[0].uri, "best_hyperparameters.txt")
+        with tf.io.gfile.GFile(path) as f:
+            values = json.load(f)["values"]
+        return "chosen by the Tuner on the eval split", values
+    return "defaults (no tuning)", {k: training[k] for k in tuned_keys if k in training}
+
+
+def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(METADATA_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
+        for row, p in zip(rows, probabilities):
+            writer.writerow([row[k] for k in METADATA_KEYS] + [f"{v:.6f}" for v in p])
+
+
+def read_predictions(path: str) -> Tuple[List[Dict[str, str]], np.ndarray]:
+    """The rows and probabilities write_predictions saved (for `cxr compare`, notebooks)."""
+    with tf.io.gfile.GFile(path) as f:
+        table = list(csv.DictReader(f))
+    probabilities = np.array([[float(r[f"p_{name}"]) for name in features.CLASS_NAMES]
+                              for r in table]).reshape(-1, features.NUM_CLASSES)
+    return [{k: r[k] for k in METADATA_KEYS} for r in table], probabilities
+
+
+def label_ids(rows: List[Dict[str, str]]) -> np.ndarray:
+    return np.array([features.CLASS_NAMES.index(r[features.LABEL_KEY]) for r in rows])
+
+
+def build_card(rows: List[Dict[str, str]], probabilities: np.ndarray, resamples: int
+               ) -> Tuple[Dict, Dict]:
+    """(overall test metrics, {slice feature: {value: metrics}})."""
+    labels, patients = label_ids(rows), [r[features.PATIENT_ID_KEY] for r in rows]
+    return (metrics.report(labels, probabilities, patients, resamples),
+            metrics.sliced_reports(labels, probabilities, patients,
+                                   {key: [r[key] for r in rows] for key in SLICE_KEYS},
+                                   resamples))
+
+
+class Executor(base_executor.BaseExecutor):
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        model_uri = artifact_utils.get_single_uri(input_dict[MODEL_KEY])
+        examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
+        out_dir = artifact_utils.get_single_uri(output_dict[MODEL_CARD_KEY])
+        training = json.loads(exec_properties[TRAINING_KEY])
+        resamples = exec_properties[RESAMPLES_KEY]
+
+        model_dir = find_saved_model(model_uri)
+        rows, probabilities = predict_split(model_dir, examples_uri, "test")
+        test_metrics, slices = build_card(rows, probabilities, resamples)
+
+        blessing = input_dict.get(BLESSING_KEY) or []
+        evaluation = input_dict.get(EVALUATION_KEY) or []
+        source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
+                                                   training)
+        keras_model = tf.keras.models.load_model(model_dir, compile=False)
+        splits = {split: read_metadata(examples_uri, split) for split in ("train", "eval")}
+        splits["test"] = rows
+        card = {
+            "model_name": exec_properties[MODEL_NAME_KEY],
+            "version": None,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "disclaimer": render.DISCLAIMER.replace("**", ""),
+            "blessed": (bool(blessing[0].get_int_custom_property("blessed"))
+                        if blessing else None),
+            "blessing_rule": exec_properties[BLESSING_RULE_KEY],
+            "model": {
+                "architecture": training["model"],
+                "parameters": int(keras_model.count_params()),
+                "image_size": int(training["image_size"]),
+                "epochs": int(training["epochs"]),
+                "weights": _weights_description(training),
+                "hyperparameters_source": source,
+                "hyperparameters": hyperparameters,
+            },
+            "training_data": {
+                "data_dir": training.get("data_dir", "unknown"),
+                "split_counts": "; ".join(f"{split}: {len(r)} images ({_counts(r, 'label')})"
+                                          for split, r in splits.items()),
+                "test_sources": _counts(rows, features.SOURCE_KEY),
+                "test_age_groups": _counts(rows, features.AGE_GROUP_KEY),
+            },
+            "bootstrap_resamples": resamples,
+            "n_test_images": test_metrics["n_images"],
+            "n_test_patients": test_metrics["n_patients"],
+            "test_metrics": test_metrics,
+            "slices": slices,
+            "tfma_cross_check": _tfma_cross_check(evaluation[0].uri) if evaluation else None,
+            "versions": _versions(),
+        }
+        write_card(card, rows, probabilities, out_dir)
+
+
+def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray,
+               out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    title = f"{card['model_name']} ({card['model']['architecture']})"
+    render.plot_confusion_matrix(card["test_metrics"]["confusion_matrix"], title,
+                                 os.path.join(out_dir, render.CONFUSION_FILE))
+    aucs = {name: values["auc"] for name, values in card["test_metrics"]["per_class"].items()}
+    render.plot_roc_curves(label_ids(rows), probabilities, aucs, title,
+                           os.path.join(out_dir, render.ROC_FILE))
+    write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
+    with open(os.path.join(out_dir, render.JSON_FILE), "w") as f:
+        json.dump(card, f, indent=2)
+    render.write_documents(card, out_dir)
+
+
+def _weights_description(training: Dict[str, Any]) -> str:
+    if training["model"] == "baseline_cnn" or training.get("weights") == "none":
+        return "random initialisation (trained from scratch)"
+    return training.get("weights") or "the bundled ImageNet weights (models/weights)"
+
+
+def _tfma_cross_check(evaluation_uri: str) -> Dict[str, float]:
+    _, overall = metrics.load_tfma_metrics(evaluation_uri)
+    return {"accuracy": overall.get("sparse_categorical_accuracy"),
+            "macro_auc": overall.get("macro_auc"),
+            "examples": int(overall.get("example_count", 0))}

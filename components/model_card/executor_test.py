@@ -1,0 +1,78 @@
+"""The model card of the tiny end-to-end run (conftest.tiny_pipeline): a real TFMA result."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from components.model_card import executor, metrics, render
+
+
+@pytest.fixture(scope="module")
+def card(tiny_pipeline):
+    card_dir = tiny_pipeline.first.model_card_dir
+    with open(os.path.join(card_dir, render.JSON_FILE)) as f:
+        return card_dir, json.load(f)
+
+
+def test_card_files_are_written_and_the_html_embeds_its_figures(card):
+    card_dir, _ = card
+    for name in (render.MARKDOWN_FILE, render.HTML_FILE, render.PREDICTIONS_FILE) + render.FIGURES:
+        assert os.path.getsize(os.path.join(card_dir, name)) > 0, name
+    html = open(os.path.join(card_dir, render.HTML_FILE), encoding="utf-8").read()
+    assert html.count("data:image/png;base64,") == len(render.FIGURES)
+    assert "not for clinical use" in html
+
+
+def test_metrics_come_from_the_test_predictions_and_agree_with_tfma(card, tiny_pipeline):
+    card_dir, content = card
+    rows, probabilities = executor.read_predictions(
+        os.path.join(card_dir, render.PREDICTIONS_FILE))
+    test = content["test_metrics"]
+    assert len(rows) == test["n_images"] == tiny_pipeline.first.overall_metrics["example_count"]
+    labels = executor.label_ids(rows)
+    assert test["accuracy"]["value"] == pytest.approx(
+        float((probabilities.argmax(axis=1) == labels).mean()))
+    assert test["accuracy"]["value"] == pytest.approx(
+        tiny_pipeline.first.overall_metrics["sparse_categorical_accuracy"], abs=1e-6)
+    assert content["tfma_cross_check"]["accuracy"] == pytest.approx(test["accuracy"]["value"],
+                                                                    abs=1e-6)
+    assert np.sum(test["confusion_matrix"]) == test["n_images"]
+    low, high = test["accuracy"]["ci95"]
+    assert low <= test["accuracy"]["value"] <= high
+
+
+def test_card_states_use_data_bias_slices_and_covid_misses(card):
+    card_dir, content = card
+    text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
+    assert "not for clinical use" in text
+    assert "pediatric" in text and "Kermany" in text
+    assert "false-negative rate" in text
+    covid_count = content["test_metrics"]["class_counts"]["COVID-19"]
+    assert f"Of {covid_count} COVID-19 test images" in text
+    assert set(content["slices"]) == set(executor.SLICE_KEYS)
+    assert "### By source" in text and "### By age group" in text
+    assert content["model"]["architecture"] == "mobilenet_v2"
+    assert content["model"]["hyperparameters_source"] == "defaults (no tuning)"
+    assert content["blessed"] is True
+    assert set(content["versions"]) == {"cxr-tfx", "TensorFlow", "TFX", "TFMA"}
+
+
+def test_pushed_version_carries_the_card_with_its_version(tiny_pipeline):
+    pushed = tiny_pipeline.first.pushed_model_dir
+    extra = os.path.join(pushed, "assets.extra")
+    with open(os.path.join(extra, render.JSON_FILE)) as f:
+        content = json.load(f)
+    version = os.path.basename(pushed)
+    assert content["version"] == version
+    assert f"version {version}" in open(os.path.join(extra, render.MARKDOWN_FILE)).read()
+    # Per-patient predictions stay with the pipeline's artifacts, out of the serving folder.
+    assert not os.path.exists(os.path.join(extra, render.PREDICTIONS_FILE))
+    assert sorted(os.listdir(os.path.dirname(pushed))) == sorted(
+        v for v in os.listdir(os.path.dirname(pushed)) if not v.startswith("."))
+
+
+def test_miss_sentence_without_covid_cases():
+    report = metrics.report(np.array([1, 2]), np.eye(3)[[1, 2]], ["a", "b"], resamples=10)
+    assert render.covid_miss_sentence(report) == (
+        "The test split holds no COVID-19 images, so the miss rate is unknown.")

@@ -1,0 +1,103 @@
+"""ServingPusher executor: TFX's Pusher, made atomic, with the model card in the version.
+
+TF Serving polls the base directory and loads any new numbered folder. TFX's own Pusher
+copies files straight into `<base>/<version>/`, so a poll during the copy can see a
+half-written model. Here the version is assembled in a hidden staging folder (TF Serving
+ignores names that are not numbers) and renamed into place in one step; a failed push
+removes the staging folder and leaves the versions already there untouched.
+
+On object stores (gs://...) a folder rename is a copy, so there the files are copied with
+saved_model.pb last, as TFX does.
+"""
+import json
+import os
+import tempfile
+import time
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+from tfx import types
+from tfx.components.pusher import executor as pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+from components.model_card import render
+
+MODEL_CARD_KEY = "model_card"
+ASSETS_EXTRA = "assets.extra"
+STAGING_PREFIX = ".staging-"
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+def next_version(base_directory: str) -> str:
+    """A Unix-time version newer than every version already under base_directory."""
+    existing = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_directory)
+                if name.rstrip("/").isdigit()] if tf.io.gfile.isdir(base_directory) else []
+    return str(max([int(time.time())] + [v + 1 for v in existing]))
+
+
+def write_card(card_dir: str, version: str, serving_path: str, target_dir: str) -> None:
+    """The model card with its version filled in; no per-patient predictions in serving."""
+    with tf.io.gfile.GFile(os.path.join(card_dir, render.JSON_FILE)) as f:
+        card = json.load(f)
+    card.update(version=version, pushed_to=serving_path)
+    os.makedirs(target_dir, exist_ok=True)
+    for figure in render.FIGURES:
+        source = os.path.join(card_dir, figure)
+        if tf.io.gfile.exists(source):
+            tf.io.gfile.copy(source, os.path.join(target_dir, figure), overwrite=True)
+    with open(os.path.join(target_dir, render.JSON_FILE), "w") as f:
+        json.dump(card, f, indent=2)
+    render.write_documents(card, target_dir)
+
+
+def publish(model_path: str, base_directory: str, version: str,
+            card_dir: Optional[str] = None) -> str:
+    """Put the SavedModel (and card) at <base>/<version> so that it appears all at once."""
+    serving_path = os.path.join(base_directory, version)
+    if "://" in base_directory:
+        io_utils.copy_dir(model_path, serving_path, deny_regex_patterns=[r"saved_model\.pb"])
+        if card_dir:
+            with tempfile.TemporaryDirectory() as local:
+                write_card(card_dir, version, serving_path, local)
+                io_utils.copy_dir(local, os.path.join(serving_path, ASSETS_EXTRA))
+        tf.io.gfile.copy(os.path.join(model_path, SAVED_MODEL_FILE),
+                         os.path.join(serving_path, SAVED_MODEL_FILE))
+        return serving_path
+    staging = os.path.join(base_directory, STAGING_PREFIX + version)
+    try:
+        io_utils.copy_dir(model_path, staging)
+        if card_dir:
+            write_card(card_dir, version, serving_path, os.path.join(staging, ASSETS_EXTRA))
+        os.rename(staging, serving_path)
+    except BaseException:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
+        raise
+    return serving_path
+
+
+class Executor(pusher_executor.Executor):
+    """Pushes a blessed model like TFX's Pusher (same output artifact and properties)."""
+
+    def Do(self, input_dict: Dict[str, List[types.Artifact]],
+           output_dict: Dict[str, List[types.Artifact]],
+           exec_properties: Dict[str, Any]) -> None:
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        base_directory = destination.filesystem.base_directory
+        tf.io.gfile.makedirs(base_directory)
+        model_path = self.GetModelPath(input_dict)
+        cards = input_dict.get(MODEL_CARD_KEY) or []
+        version = next_version(base_directory)
+        serving_path = publish(model_path, base_directory, version,
+                               cards[0].uri if cards else None)
+        io_utils.copy_dir(model_path, model_push.uri)
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
