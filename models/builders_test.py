@@ -110,3 +110,13 @@ def test_weights_options_are_checked_per_model(tmp_path):
 def test_unknown_model_name_lists_the_choices():
     with pytest.raises(ValueError, match="baseline_cnn, mobilenet_v2"):
         builders.build("resnet9000")
+
+
+def test_downloadable_backbone_loads_weights_from_a_local_file(tmp_path):
+    # A no-top weights file as a user would pass with --weights PATH.
+    source = builders.BACKBONES["efficientnet_b0"].build((64, 64, 3), None)
+    weights_file = str(tmp_path / "efficientnet_b0_notop.h5")
+    source.save_weights(weights_file)
+    model = builders.build("efficientnet_b0", image_size=64, weights=weights_file)
+    loaded = model.get_layer(builders.BACKBONE_NAME).get_layer("stem_conv").kernel.numpy()
+    np.testing.assert_array_equal(loaded, source.get_layer("stem_conv").kernel.numpy())

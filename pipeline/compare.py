@@ -161,6 +161,7 @@ def compare(base: PipelineConfig, models: Sequence[str], out_dir: str, command: 
         "models": {r.model: {
             "pipeline_name": r.config.pipeline_name,
             "blessed": r.card["blessed"],
+            "trained_model": r.run.model_uri,
             "pushed_model_dir": r.run.pushed_model_dir,
             "model_card": os.path.join(r.run.model_card_dir, render.HTML_FILE),
             "eval": {k: r.eval_metrics[k] for k in metrics.OVERALL},

@@ -36,7 +36,9 @@ def test_the_cached_model_is_reused_and_the_recommendation_uses_eval_only(compar
                                                                         tiny_pipeline):
     _, result = comparison
     mobilenet = result["models"]["mobilenet_v2"]
-    assert mobilenet["pushed_model_dir"] == tiny_pipeline.first.pushed_model_dir
+    assert mobilenet["trained_model"] == tiny_pipeline.first.model_uri
+    assert os.path.dirname(mobilenet["pushed_model_dir"]) == os.path.dirname(
+        tiny_pipeline.first.pushed_model_dir)
     choice = result["recommendation"]
     assert choice["model"] in result["models"]
     assert "eval split" in choice["rule"] and "test split played no part" in choice["rule"]

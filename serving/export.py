@@ -75,6 +75,14 @@ def split_images(examples_dir: str, split: str, limit: Optional[int] = None) -> 
             for record in records]
 
 
+def spread(items: List[bytes], count: int) -> List[bytes]:
+    """`count` items evenly spaced over the list: ExampleGen writes a split in file order, so
+    its first records can all be one class, which would calibrate int8 ranges on one class."""
+    if len(items) <= count:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
 def load_keras_model(version_dir: str) -> tf.keras.Model:
     if not os.path.isfile(os.path.join(version_dir, "saved_model.pb")):
         raise ExportError(f"no SavedModel in {version_dir} (pass a pushed version folder, "
@@ -195,8 +203,8 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str) -
         export_onnx(model, output)
         predictor = onnx_predictor(output)
     elif format_name == "tflite-int8":
-        representative = decode_images(
-            split_images(examples_dir, "train", limit=REPRESENTATIVE_IMAGES), size)
+        representative = decode_images(spread(split_images(examples_dir, "train"),
+                                              REPRESENTATIVE_IMAGES), size)
         export_tflite(model, output, "int8", representative)
         predictor = tflite_predictor(output)
     else:
