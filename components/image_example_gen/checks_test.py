@@ -1,7 +1,5 @@
 """Each bad-input case on a real file made here, and what Transform then decodes."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -9,26 +7,8 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from components.image_example_gen import checks
+from components.image_example_gen.conftest import encode, gradient, png_header_only
 from models.preprocessing import decode_image
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def gradient(width: int = 96, height: int = 80) -> Image.Image:
-    return Image.fromarray(np.tile(np.linspace(0, 255, width).astype(np.uint8), (height, 1)))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with a few bytes of pixel data."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload)))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1))) + chunk(b"IEND", b""))
 
 
 def transform_view(encoded: bytes) -> np.ndarray:

@@ -4,46 +4,14 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, ExplicitVRLittleEndian,
-                         RLELossless, SecondaryCaptureImageStorage, generate_uid)
+from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, ExplicitVRLittleEndian, RLELossless
 
 from components.image_example_gen import dicom
+from components.image_example_gen.conftest import make_dicom
 from models import features
 
 GRADIENT_12_BIT = (np.arange(64 * 80).reshape(64, 80) * 4095 // (64 * 80 - 1)).astype(np.uint16)
-
-
-def make_dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16,
-               syntax: str = ExplicitVRLittleEndian, **tags) -> bytes:
-    """A DICOM Part 10 file as a hospital would export it (identifying tags included)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "DX"
-    dataset.PatientName = "Doe^Jane"
-    dataset.PatientID = "MRN-0042"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = photometric
-    bits_allocated = 8 if pixels.dtype == np.uint8 else 16
-    dataset.BitsAllocated, dataset.BitsStored = bits_allocated, bits_stored
-    dataset.HighBit = bits_stored - 1
-    dataset.PixelRepresentation = 0
-    dataset.PixelData = pixels.tobytes()
-    for name, value in tags.items():
-        setattr(dataset, name, value)
-    if syntax != ExplicitVRLittleEndian:
-        dataset.compress(syntax)
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _png_pixels(png: bytes) -> np.ndarray:
