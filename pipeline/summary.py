@@ -1,13 +1,16 @@
 """What a finished run produced, read back from ML Metadata and TFMA's output."""
 import dataclasses
 import math
+import os
 from typing import Dict, List, Optional, Tuple
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from components.image_example_gen import quarantine
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -24,6 +27,8 @@ class RunSummary:
     model_run_dir: Optional[str]
     class_metrics: Dict[str, Dict[str, float]]
     overall_metrics: Dict[str, float]
+    ingestion: Optional[quarantine.IngestionReport] = None  # ImageExampleGen's report
+    ingestion_report_path: Optional[str] = None
 
 
 def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
@@ -82,6 +87,8 @@ def summarize(config: PipelineConfig) -> RunSummary:
     if pushed and pushed.custom_properties["pushed"].int_value:
         pushed_dir = pushed.custom_properties["pushed_destination"].string_value
     per_class, overall = load_class_metrics(evaluation.uri) if evaluation else ({}, {})
+    examples = outputs.get("Examples")
+    report_path = os.path.join(examples.uri, quarantine.REPORT_NAME) if examples else None
     return RunSummary(
         execution_states=states,
         evaluation_uri=evaluation.uri if evaluation else None,
@@ -89,7 +96,10 @@ def summarize(config: PipelineConfig) -> RunSummary:
         pushed_model_dir=pushed_dir,
         model_run_dir=outputs["ModelRun"].uri if "ModelRun" in outputs else None,
         class_metrics=per_class,
-        overall_metrics=overall)
+        overall_metrics=overall,
+        ingestion=quarantine.load(report_path) if report_path and tf.io.gfile.exists(
+            report_path) else None,
+        ingestion_report_path=report_path)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -97,7 +107,11 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
-    lines = ["Test split, per class:",
+    lines = []
+    if summary.ingestion:
+        lines += summary.ingestion.summary_lines()
+        lines.append(f"  quarantine report: {summary.ingestion_report_path}")
+    lines += ["Test split, per class:",
              f"  {'class':<10} {'precision':>9} {'recall':>9} {'F1':>9} {'ROC-AUC':>9}"]
     for name, values in summary.class_metrics.items():
         lines.append(f"  {name:<10} " + " ".join(
