@@ -135,6 +135,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_libraries()
     from components.image_example_gen import ingest
+    from models import features
     from pipeline import runners, summary
 
     config = _config_from_args(args)
@@ -142,6 +143,10 @@ def _run(args: argparse.Namespace) -> int:
         scanned = ingest.scan(config.data_dir, config.ignore_unknown_labels)
     except ingest.DataError as error:
         raise UsageError(str(error))
+    if scanned.empty_classes():
+        raise UsageError(f"no files of class {', '.join(scanned.empty_classes())} in "
+                         f"{config.data_dir}; every class of "
+                         f"{', '.join(features.CLASS_NAMES)} needs images")
     if "://" in config.output_dir:
         raise UsageError("--output-dir holds the local ML Metadata database and must be a local "
                          "folder; put --pipeline-root and --serving-dir on Cloud Storage instead")

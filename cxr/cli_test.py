@@ -1,6 +1,8 @@
 import csv
+import glob
 import json
 import os
+import shutil
 
 import pytest
 
@@ -132,3 +134,29 @@ def test_check_data_user_errors_are_one_line(tmp_path, capsys):
     assert cli.main(["check-data", "--data-dir", data_dir,
                      "--report", str(blocker / "q.csv")]) == 2
     assert _error_line(capsys).startswith(f"cxr: error: cannot create output directory {blocker}")
+
+
+def test_a_class_without_files_is_a_one_line_error_before_the_pipeline(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    shutil.rmtree(tmp_path / "data" / "PNEUMONIA")
+    out = tmp_path / "out"
+    assert cli.main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out)]) == 2
+    assert _error_line(capsys) == (
+        f"cxr: error: no files of class Pneumonia in {tmp_path / 'data'}; every class of "
+        "COVID-19, Pneumonia, Normal needs images")
+    assert not out.exists()
+
+
+def test_run_with_too_many_bad_files_stops_at_ingestion(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert cli.main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out),
+                     "--image-size", "64", "--epochs", "1"]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("cxr: run failed: QuarantineError: 7 of 21 files (33%) were "
+                           "quarantined, more than the allowed 10% (not an image 2, ")
+    reports = glob.glob(str(out / "pipelines" / "cxr" / "ImageExampleGen" / "quarantine" / "*" /
+                            "quarantine.json"))
+    assert len(reports) == 1 and line.endswith(f"reason is in {reports[0]}")
+    assert not (out / "pipelines" / "cxr" / "StatisticsGen").exists()
+    assert not (out / "pipelines" / "cxr" / "Trainer").exists()

@@ -21,6 +21,7 @@ import hashlib
 import io
 from typing import Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
@@ -111,26 +112,35 @@ def _has_transparency(image: Image.Image) -> bool:
     return False
 
 
+def _to_8bit_gray(image: Image.Image) -> Image.Image:
+    """Grayscale, 8-bit; 16-bit and float data are stretched, not clipped at 255."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = array.min(), array.max()
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    return image.convert("L")
+
+
 def _normalise(image: Image.Image) -> Tuple[Optional[Image.Image], Optional[str]]:
     """(corrected 8-bit grayscale image, why) when TF would decode the file differently."""
     reasons = []
     orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    transparent = _has_transparency(image)
     if image.mode == "CMYK":
         reasons.append("CMYK JPEG converted to grayscale")
-    if _has_transparency(image):
+    if transparent:
         reasons.append("transparency flattened onto black")
     if orientation not in (None, 1):
         reasons.append(f"EXIF orientation {orientation} applied")
     if not reasons:
         return None, None
     corrected = image
-    if _has_transparency(image):
+    if transparent:
         rgba = image.convert("RGBA")
         corrected = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         corrected.alpha_composite(rgba)
-    corrected = ImageOps.exif_transpose(corrected.convert("RGB") if corrected.mode in (
-        "CMYK", "RGBA") else corrected)
-    return corrected.convert("L"), "; ".join(reasons)
+    return _to_8bit_gray(ImageOps.exif_transpose(corrected)), "; ".join(reasons)
 
 
 def _check_raster(data: bytes, options: CheckOptions) -> Tuple[bytes, Optional[str]]:
@@ -144,11 +154,10 @@ def _check_raster(data: bytes, options: CheckOptions) -> Tuple[bytes, Optional[s
         raise Rejected(CORRUPT, f"unreadable header: {error}") from error
     with image:
         _check_size(*image.size, options)
-        try:
-            image.load()
+        try:  # pixels are decoded here only for transparency checks and conversions
+            corrected, conversion = _normalise(image)
         except (OSError, ValueError, SyntaxError) as error:
             raise Rejected(CORRUPT, str(error)) from error
-        corrected, conversion = _normalise(image)
         if corrected is None:
             return data, None
         return _encode_png(corrected), conversion

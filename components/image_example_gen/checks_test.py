@@ -65,6 +65,17 @@ def test_16_bit_png_keeps_its_bytes_and_decodes_to_the_full_range():
     assert model_input[:, 48].mean() == pytest.approx(0.5, abs=0.02)
 
 
+def test_rotated_16_bit_png_is_converted_without_clipping_to_white():
+    twelve_bit = np.tile(np.linspace(0, 4095, 96).astype(np.uint16), (80, 1))
+    exif = Image.Exif()
+    exif[checks.EXIF_ORIENTATION_TAG] = 3  # upside down
+    image = checks.check_image(encode(Image.fromarray(twelve_bit), "PNG", exif=exif.tobytes()))
+    assert image.conversion == "EXIF orientation 3 applied"
+    pixels = transform_view(image.encoded)
+    expected = np.round(np.linspace(255, 0, 96))  # rotated 180 degrees: bright side first
+    assert np.abs(pixels[0] - expected).max() <= 1
+
+
 def test_rgba_with_transparency_is_flattened_onto_black():
     rgba = Image.new("RGBA", (96, 80), (200, 200, 200, 255))
     rgba.paste((250, 10, 10, 0), (0, 0, 48, 80))  # transparent half with a red "colour"

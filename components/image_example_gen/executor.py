@@ -139,7 +139,15 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             output_dict[standard_component_specs.EXAMPLES_KEY])
         report_path = os.path.join(examples.uri, quarantine.REPORT_NAME)
         super().Do(input_dict, output_dict, {**exec_properties, REPORT_PATH_KEY: report_path})
-        quarantine.load(report_path).raise_on_problems(report_path)
+        report = quarantine.load(report_path)
+        if report.problems():
+            # TFX deletes a failed execution's outputs: keep the report where the user can read
+            # it, beside the artifacts (<root>/ImageExampleGen/quarantine/<execution id>/).
+            kept_path = os.path.join(os.path.dirname(os.path.dirname(examples.uri)),
+                                     "quarantine", os.path.basename(examples.uri),
+                                     quarantine.REPORT_NAME)
+            report.write(kept_path)
+            report.raise_on_problems(kept_path)
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:

@@ -94,6 +94,11 @@ class ScanResult:
     def files_seen(self) -> int:
         return len(self.records) + len(self.quarantined)
 
+    def empty_classes(self) -> List[str]:
+        """Classes without a single file: known before any file is checked."""
+        present = {record.label for record in self.records}
+        return [name for name in features.CLASS_NAMES if name not in present]
+
 
 @dataclass(frozen=True)
 class Accepted:
