@@ -19,6 +19,7 @@ decode_image then stretches them to the full range, so 12-bit data is not clippe
 import dataclasses
 import hashlib
 import io
+import re
 from typing import Optional, Tuple
 
 import numpy as np
@@ -148,8 +149,10 @@ def _check_raster(data: bytes, options: CheckOptions) -> Tuple[bytes, Optional[s
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise Rejected(TOO_LARGE, f"over {PIL_HARD_PIXEL_LIMIT} pixels; not decoded "
-                                  "(possible decompression bomb)") from error
+        claimed = re.search(r"\((\d+) pixels\)", str(error))
+        raise Rejected(TOO_LARGE, f"{claimed.group(1) if claimed else 'more'} pixels is over "
+                                  f"Pillow's hard limit of {PIL_HARD_PIXEL_LIMIT} pixels; not "
+                                  "decoded (possible decompression bomb)") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise Rejected(CORRUPT, f"unreadable header: {error}") from error
     with image:
@@ -169,8 +172,8 @@ def _decode_like_transform(encoded: bytes) -> Tuple[int, int]:
         shape = tf.io.decode_image(encoded, channels=0, expand_animations=False).shape
     except (tf.errors.InvalidArgumentError, ValueError) as error:
         message = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        raise Rejected(CORRUPT, f"TensorFlow cannot decode it: {message.split('} ')[-1]}"
-                       ) from error
+        message = message.split("} ")[-1].replace(" [Op:DecodeImage]", "")
+        raise Rejected(CORRUPT, f"TensorFlow cannot decode it: {message}") from error
     return int(shape[0]), int(shape[1])
 
 

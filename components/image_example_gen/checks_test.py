@@ -51,7 +51,12 @@ def test_non_images_are_rejected_by_content(data, reason, detail):
 def test_truncated_files_are_corrupt(fmt):
     noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120), np.uint8))
     data = encode(noisy, fmt)
-    assert rejected(data[:len(data) // 2]).reason == checks.CORRUPT
+    rejection = rejected(data[:len(data) // 2])
+    assert rejection.reason == checks.CORRUPT
+    assert rejection.detail in ("image file is truncated",  # Pillow, reading PNG's eXIf
+                                "TensorFlow cannot decode it: jpeg::Uncompress failed. Invalid "
+                                "JPEG data or crop window.")
+    assert "[Op:" not in rejection.detail and "\n" not in rejection.detail
 
 
 def test_16_bit_png_keeps_its_bytes_and_decodes_to_the_full_range():
@@ -138,7 +143,9 @@ def test_decompression_bomb_is_refused_from_the_header():
     bomb = png_header_only(40000, 40000)
     assert len(bomb) < 200_000
     rejection = rejected(bomb)
-    assert rejection.reason == checks.TOO_LARGE and "not decoded" in rejection.detail
+    assert rejection.reason == checks.TOO_LARGE
+    assert rejection.detail == ("1600000000 pixels is over Pillow's hard limit of 178956970 "
+                                "pixels; not decoded (possible decompression bomb)")
     over_limit = rejected(png_header_only(10000, 6000), max_pixels=50_000_000)
     assert over_limit.reason == checks.TOO_LARGE
     assert over_limit.detail.startswith("10000x6000 px is over the limit of 50000000 pixels")
