@@ -135,7 +135,8 @@ def scan(data_dir: str, ignore_unknown_labels: bool = False) -> ScanResult:
     unknown = sorted({r.label for r in records if r.label not in features.CLASS_NAMES})
     if unknown:
         if not ignore_unknown_labels:
-            counts = ", ".join(f"{label} ({sum(r.label == label for r in records)} files)"
+            counts = ", ".join(f"{label or '(empty)'} "
+                               f"({sum(r.label == label for r in records)} files)"
                                for label in unknown)
             raise DataError(
                 f"unknown label(s) {counts}; known labels: {', '.join(features.CLASS_NAMES)} "

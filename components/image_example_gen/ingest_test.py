@@ -49,6 +49,13 @@ def test_unknown_class_folder_is_an_error_listing_the_known_labels(tmp_path):
     assert "--ignore-unknown-labels" in message and "\n" not in message
 
 
+def test_empty_manifest_label_is_named_as_such(tmp_path):
+    _image(str(tmp_path / "a.png"))
+    (tmp_path / "manifest.csv").write_text("file,label\na.png,\n")
+    with pytest.raises(ingest.DataError, match=r"^unknown label\(s\) \(empty\) \(1 files\); "):
+        ingest.scan(str(tmp_path))
+
+
 def test_unknown_labels_are_quarantined_when_ignored(tmp_path):
     _image(str(tmp_path / "Normal" / "a.png"))
     _image(str(tmp_path / "Lung_Opacity" / "x.png"))
