@@ -35,6 +35,13 @@ setup(
         "tf2onnx>=1.17,<1.18",
         "onnx>=1.17,<1.19",
         "onnxruntime>=1.20,<2",
+        # DICOM input; the plugins decode JPEG (baseline, extended, lossless, JPEG-LS),
+        # JPEG 2000 and RLE pixel data. Newer libjpeg/openjpeg plugins need numpy 2.
+        "pydicom>=3.0,<3.1",
+        "pylibjpeg>=2.0,<2.1",
+        "pylibjpeg-libjpeg>=2.2,<2.3",
+        "pylibjpeg-openjpeg>=2.3,<2.4",
+        "pylibjpeg-rle>=2.0,<2.1",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},

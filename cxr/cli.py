@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
@@ -57,6 +57,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="allowed drop in macro ROC-AUC against the last blessed model")
     parser.add_argument("--pipeline-name")
     parser.add_argument("--serving-model-name")
+    _add_ingest_flags(parser)
     beam = parser.add_argument_group("Beam (StatisticsGen, Transform, Evaluator, ExampleGen)")
     beam.add_argument("--beam-runner", help="direct (default) or dataflow")
     beam.add_argument("--beam-direct-workers", type=int, metavar="N",
@@ -73,6 +74,20 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     cloud.add_argument("--vertex-training", action="store_true",
                        help="run the Trainer as a Vertex AI Training job of --image")
     cloud.add_argument("--vertex-training-machine-type")
+
+
+def _add_ingest_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of the file checks shared by `cxr run`, `cxr compile` and `cxr check-data`."""
+    ingest = parser.add_argument_group("Ingestion checks (components/image_example_gen)")
+    ingest.add_argument("--min-image-side", type=int, metavar="PX",
+                        help="quarantine images whose shorter side is below this")
+    ingest.add_argument("--max-image-pixels", type=int, metavar="N",
+                        help="refuse larger images before decoding them (decompression bombs)")
+    ingest.add_argument("--max-quarantined-fraction", type=float, metavar="F",
+                        help="stop when more than this share of the files is quarantined")
+    ingest.add_argument("--ignore-unknown-labels", action="store_true",
+                        help="quarantine files whose label or class folder is not a known "
+                             "class instead of stopping")
 
 
 def _add_run_parser(commands) -> None:
@@ -114,31 +129,24 @@ def _compare(args: argparse.Namespace) -> int:
 
     if not args.verbose:
         _quiet_libraries()
-    from components.image_example_gen import ingest
-    from models import builders
     from pipeline import compare
 
     if "model" in vars(args) or "weights" in vars(args):
         raise UsageError("compare trains each of --models from its default weights; "
                          "--model and --weights are for `cxr run`")
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in features.MODEL_NAMES]
-    if unknown or len(set(models)) < 2 or len(set(models)) != len(models):
+    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in model_names if m not in features.MODEL_NAMES]
+    if unknown or len(set(model_names)) < 2 or len(set(model_names)) != len(model_names):
         raise UsageError(f"--models needs two or more different names from "
                          f"{', '.join(features.MODEL_NAMES)}; got {args.models!r}")
     if args.bootstrap_resamples < 100:
         raise UsageError("--bootstrap-resamples must be at least 100")
     config = _config_from_args(args)
-    try:
-        ingest.scan(config.data_dir)
-        for model in models:
-            builders.check_weights_available(model)
-    except (ingest.DataError, builders.WeightsError) as error:
-        raise UsageError(str(error))
+    _check_inputs(config, [(model, None) for model in model_names])
     _check_output_dir(config.output_dir)
     out_dir = getattr(args, "out", None) or os.path.join(config.output_dir, "comparison")
     _check_output_dir(out_dir)
-    comparison = compare.compare(config, models, out_dir, shlex.join(["cxr"] + args.argv),
+    comparison = compare.compare(config, model_names, out_dir, shlex.join(["cxr"] + args.argv),
                                  args.bootstrap_resamples)
     for name, result in comparison["models"].items():
         test = result["test"]
@@ -179,29 +187,74 @@ def _check_output_dir(path: str) -> None:
         raise UsageError(f"output directory is not writable: {path}")
 
 
+def _check_inputs(config, models_and_weights: Sequence[Tuple[str, Optional[str]]]):
+    """Fail before any pipeline step on unreadable data, a missing class or unusable weights."""
+    from components.image_example_gen import ingest
+    from models import builders
+
+    try:
+        scanned = ingest.scan(config.data_dir, config.ignore_unknown_labels)
+        for model, weights in models_and_weights:
+            builders.check_weights_available(model, weights)
+    except (ingest.DataError, builders.WeightsError) as error:
+        raise UsageError(str(error))
+    if scanned.empty_classes():
+        raise UsageError(f"no files of class {', '.join(scanned.empty_classes())} in "
+                         f"{config.data_dir}; every class of "
+                         f"{', '.join(features.CLASS_NAMES)} needs images")
+    return scanned
+
+
 def _run(args: argparse.Namespace) -> int:
     if not args.verbose:
         _quiet_libraries()
-    from components.image_example_gen import ingest
-    from models import builders
     from pipeline import runners, summary
 
     config = _config_from_args(args)
-    try:
-        records = ingest.scan(config.data_dir)
-        builders.check_weights_available(config.model, config.weights)
-    except (ingest.DataError, builders.WeightsError) as error:
-        raise UsageError(str(error))
+    scanned = _check_inputs(config, [(config.model, config.weights)])
     if "://" in config.output_dir:
         raise UsageError("--output-dir holds the local ML Metadata database and must be a local "
                          "folder; put --pipeline-root and --serving-dir on Cloud Storage instead")
     _check_output_dir(config.output_dir)
-    print(f"Running pipeline '{config.pipeline_name}' on {len(records)} images from "
+    print(f"Running pipeline '{config.pipeline_name}' on {scanned.files_seen} files from "
           f"{config.data_dir} (model {config.model}, {config.epochs} epoch(s), "
           f"{config.image_size}px)", flush=True)
     runners.run_local(config)
     result = summary.summarize(config)
     print("\n".join(summary.format_summary(result, config)))
+    return 0
+
+
+def _add_check_data_parser(commands) -> None:
+    check = commands.add_parser(
+        "check-data", help="run ingestion's file checks alone and write the quarantine report",
+        argument_default=argparse.SUPPRESS)
+    check.add_argument("--data-dir", required=True,
+                       help="a folder per class, or a folder with manifest.csv")
+    check.add_argument("--report", default=CHECK_DATA_REPORT, metavar="PATH",
+                       help="quarantine report to write: .json (everything) or .csv (one row "
+                            f"per rejected file); default {CHECK_DATA_REPORT}")
+    _add_ingest_flags(check)
+
+
+CHECK_DATA_REPORT = "quarantine.csv"
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    """The executor's checks without TFX: exit 0 when `cxr run` would accept the data."""
+    _quiet_libraries()
+    from components.image_example_gen import ingest
+
+    config = _config_from_args(args)
+    _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
+    try:
+        _, report = ingest.check_data(config.data_dir, config.ingest_options)
+    except ingest.DataError as error:
+        raise UsageError(str(error))
+    report.write(args.report)
+    print("\n".join(report.summary_lines()))
+    print(f"Quarantine report: {args.report}")
+    report.raise_on_problems(args.report)
     return 0
 
 
@@ -412,10 +465,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_serve_parser(commands)
     _add_export_parser(commands)
     _add_gradcam_parser(commands)
+    _add_check_data_parser(commands)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
-    handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit, "gradcam": _gradcam,
+    handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
+                "gradcam": _gradcam, "check-data": _check_data,
                 "predict": _predict, "serve": _serve, "export": _export}
     try:
         return handlers[args.command](args)

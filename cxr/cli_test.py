@@ -1,7 +1,12 @@
+import csv
+import glob
+import json
 import os
+import shutil
 
 import pytest
 
+from components.image_example_gen.conftest import make_messy_data
 from conftest import make_subset
 from cxr import cli
 
@@ -43,14 +48,115 @@ def test_bad_split_is_a_one_line_usage_error(tmp_path, capsys):
     assert "expected integers like 70,15,15" in capsys.readouterr().err
 
 
-def test_unknown_label_stops_the_pipeline_before_training(tmp_path, capsys):
-    data_dir = make_subset(str(tmp_path / "data"), per_class=4,
+def test_unknown_label_is_a_one_line_error_before_the_pipeline_starts(tmp_path, capsys):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=2,
                            relabel={"images/normal_actualmed_0008.jpg": "Lung_Opacity"})
     out = tmp_path / "out"
-    code = cli.main(["run", "--data-dir", data_dir, "--output-dir", str(out),
-                     "--image-size", "64", "--epochs", "1"])
+    assert cli.main(["run", "--data-dir", data_dir, "--output-dir", str(out)]) == 2
+    assert _error_line(capsys).startswith(
+        "cxr: error: unknown label(s) Lung_Opacity (1 files); known labels: COVID-19, "
+        "Pneumonia, Normal")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--min-image-side", "0", "min_image_side must be at least 1"),
+    ("--max-quarantined-fraction", "2", "max_quarantined_fraction must be between 0 and 1"),
+])
+def test_bad_ingestion_flags_are_one_line_usage_errors(tmp_path, capsys, flag, value, message):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=1)
+    for command in ("run", "check-data"):
+        assert cli.main([command, "--data-dir", data_dir, flag, value]) == 2
+        assert message in _error_line(capsys)
+
+
+def test_check_data_prints_counts_per_reason_and_writes_the_report(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    report = tmp_path / "reports" / "quarantine.csv"
+    code = cli.main(["check-data", "--data-dir", str(tmp_path / "data"), "--report", str(report)])
+    captured = capsys.readouterr()
     assert code == 1
+    assert captured.out.splitlines() == [
+        "Ingestion: 21 files, 14 accepted (COVID-19 5, Pneumonia 4, Normal 5), 2 of them "
+        "converted, 7 quarantined",
+        "      2  not an image",
+        "      1  corrupt or truncated image",
+        "      1  duplicate image",
+        "      1  empty file",
+        "      1  image too large",
+        "      1  image too small",
+        f"Quarantine report: {report}"]
+    assert captured.err.strip() == (
+        "cxr: check-data failed: QuarantineError: 7 of 21 files (33%) were quarantined, more "
+        "than the allowed 10% (not an image 2, corrupt or truncated image 1, duplicate image 1, "
+        "empty file 1, image too large 1, image too small 1). Every rejected file and its "
+        f"reason is in {report}")
+    rows = report.read_text().splitlines()
+    assert len(rows) == 8 and rows[0] == "path,reason,detail"
+    assert f"{tmp_path / 'data' / 'COVID' / 'zero.jpg'},empty file,0 bytes" in rows
+
+
+def test_check_data_passes_within_the_limit_and_writes_json(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    report = tmp_path / "q.json"
+    assert cli.main(["check-data", "--data-dir", str(tmp_path / "data"), "--report", str(report),
+                     "--max-quarantined-fraction", "0.5"]) == 0
+    assert capsys.readouterr().err == ""
+    saved = json.loads(report.read_text())
+    assert saved["quarantined_per_reason"]["not an image"] == 2
+    assert len(saved["quarantined"]) == 7 and len(saved["converted"]) == 2
+
+
+def test_check_data_quarantines_unknown_labels_only_when_asked(tmp_path, capsys):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=2,
+                           relabel={"images/normal_actualmed_0008.jpg": "Lung_Opacity"})
+    report = tmp_path / "q.csv"
+    assert cli.main(["check-data", "--data-dir", data_dir, "--report", str(report)]) == 2
+    assert "known labels: COVID-19, Pneumonia, Normal" in _error_line(capsys)
+    assert cli.main(["check-data", "--data-dir", data_dir, "--report", str(report),
+                     "--ignore-unknown-labels", "--max-quarantined-fraction", "0.5"]) == 0
+    assert "      1  unknown label" in capsys.readouterr().out
+    rows = list(csv.DictReader(report.open()))
+    assert [(os.path.basename(r["path"]), r["reason"], r["detail"]) for r in rows] == [
+        ("normal_actualmed_0008.jpg", "unknown label",
+         "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
+
+
+def test_check_data_user_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["check-data", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert _error_line(capsys) == f"cxr: error: data directory not found: {tmp_path / 'nope'}"
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,Normal\n")
+    assert cli.main(["check-data", "--data-dir", str(tmp_path)]) == 2
+    assert _error_line(capsys).endswith("manifest.csv lacks required column(s): file")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where the report's folder should be")
+    data_dir = make_subset(str(tmp_path / "data"), per_class=1)
+    assert cli.main(["check-data", "--data-dir", data_dir,
+                     "--report", str(blocker / "q.csv")]) == 2
+    assert _error_line(capsys).startswith(f"cxr: error: cannot create output directory {blocker}")
+
+
+def test_a_class_without_files_is_a_one_line_error_before_the_pipeline(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    shutil.rmtree(tmp_path / "data" / "PNEUMONIA")
+    out = tmp_path / "out"
+    assert cli.main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out)]) == 2
+    assert _error_line(capsys) == (
+        f"cxr: error: no files of class Pneumonia in {tmp_path / 'data'}; every class of "
+        "COVID-19, Pneumonia, Normal needs images")
+    assert not out.exists()
+
+
+def test_run_with_too_many_bad_files_stops_at_ingestion(tmp_path, capsys):
+    make_messy_data(str(tmp_path / "data"))
+    out = tmp_path / "out"
+    assert cli.main(["run", "--data-dir", str(tmp_path / "data"), "--output-dir", str(out),
+                     "--image-size", "64", "--epochs", "1"]) == 1
     line = _error_line(capsys)
-    assert "DataAnomaliesError" in line and "/label:" in line and "Lung_Opacity" in line
-    assert not os.path.exists(out / "pipelines" / "cxr" / "Transform")
-    assert not os.path.exists(out / "pipelines" / "cxr" / "Trainer")
+    assert line.startswith("cxr: run failed: QuarantineError: 7 of 21 files (33%) were "
+                           "quarantined, more than the allowed 10% (not an image 2, ")
+    reports = glob.glob(str(out / "pipelines" / "cxr" / "ImageExampleGen" / "quarantine" / "*" /
+                            "quarantine.json"))
+    assert len(reports) == 1 and line.endswith(f"reason is in {reports[0]}")
+    assert not (out / "pipelines" / "cxr" / "StatisticsGen").exists()
+    assert not (out / "pipelines" / "cxr" / "Trainer").exists()

@@ -21,6 +21,10 @@ WIDTH_KEY = "width"
 METADATA_KEYS = [PATIENT_ID_KEY, SOURCE_KEY, VIEW_KEY, AGE_GROUP_KEY]
 
 AGE_GROUPS = ["adult", "pediatric", "unknown"]
+# Read from DICOM headers (PatientSex) for callers such as a web front end; not an
+# example feature, because the schema and the bundled data have no sex column.
+SEX_KEY = "sex"
+SEXES = ["M", "F", "O"]
 UNKNOWN = "unknown"
 
 # Features produced by Transform's preprocessing_fn.

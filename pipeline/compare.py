@@ -13,7 +13,7 @@ import json
 import os
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -13,6 +13,7 @@ from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
 from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
+from components.image_example_gen.ingest import IngestOptions
 from models import builders, features
 from schemas import SCHEMA_FILE
 
@@ -49,6 +50,11 @@ class PipelineConfig:
     tune: bool = False
     tune_trials: int = 4
     tune_epochs: int = 3
+    # Ingestion (components/image_example_gen): file checks and the quarantine limit.
+    min_image_side: int = IngestOptions.min_image_side
+    max_image_pixels: int = IngestOptions.max_image_pixels
+    max_quarantined_fraction: float = IngestOptions.max_quarantined_fraction
+    ignore_unknown_labels: bool = False
     # Grad-CAM report on the test split (components/grad_cam); "" targets the last conv block.
     gradcam_images_per_class: int = 3
     gradcam_all_misclassified: bool = True
@@ -90,6 +96,7 @@ class PipelineConfig:
         for name in ("tune_trials", "tune_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        _ = self.ingest_options  # raises ValueError for bad ingestion settings
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
@@ -123,6 +130,13 @@ class PipelineConfig:
     @property
     def metadata_path(self) -> str:
         return os.path.join(self.output_dir, "metadata", self.pipeline_name, "metadata.sqlite")
+
+    @property
+    def ingest_options(self) -> IngestOptions:
+        return IngestOptions(min_image_side=self.min_image_side,
+                             max_image_pixels=self.max_image_pixels,
+                             max_quarantined_fraction=self.max_quarantined_fraction,
+                             ignore_unknown_labels=self.ignore_unknown_labels)
 
     @property
     def beam_args(self) -> List[str]:

@@ -74,7 +74,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
-    example_gen = ImageExampleGen(config.data_dir, config.split_percentages)
+    example_gen = ImageExampleGen(config.data_dir, config.split_percentages,
+                                  config.ingest_options)
     schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"])

@@ -2,15 +2,16 @@
 import dataclasses
 import math
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
+import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
 from components.grad_cam import explain
+from components.image_example_gen import quarantine
 from components.model_card import metrics, render
-from models import features
 from pipeline.config import PipelineConfig
 
 CACHED = metadata_store_pb2.Execution.CACHED
@@ -30,6 +31,8 @@ class RunSummary:
     examples_uri: Optional[str] = None
     model_uri: Optional[str] = None
     gradcam_report_dir: Optional[str] = None
+    ingestion: Optional[quarantine.IngestionReport] = None  # ImageExampleGen's report
+    ingestion_report_path: Optional[str] = None
 
 
 def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
@@ -67,6 +70,8 @@ def summarize(config: PipelineConfig) -> RunSummary:
     if pushed and pushed.custom_properties["pushed"].int_value:
         pushed_dir = pushed.custom_properties["pushed_destination"].string_value
     per_class, overall = metrics.load_tfma_metrics(evaluation.uri) if evaluation else ({}, {})
+    examples = outputs.get("Examples")
+    report_path = os.path.join(examples.uri, quarantine.REPORT_NAME) if examples else None
     return RunSummary(
         execution_states=states,
         evaluation_uri=evaluation.uri if evaluation else None,
@@ -79,7 +84,10 @@ def summarize(config: PipelineConfig) -> RunSummary:
         model_uri=outputs["Model"].uri if "Model" in outputs else None,
         model_card_dir=outputs["cxr.ModelCard"].uri if "cxr.ModelCard" in outputs else None,
         gradcam_report_dir=(outputs["cxr.GradCamReport"].uri
-                            if "cxr.GradCamReport" in outputs else None))
+                            if "cxr.GradCamReport" in outputs else None),
+        ingestion=quarantine.load(report_path) if report_path and tf.io.gfile.exists(
+            report_path) else None,
+        ingestion_report_path=report_path)
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -87,7 +95,11 @@ def _fmt(value: Optional[float]) -> str:
 
 
 def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
-    lines = ["Test split, per class:",
+    lines = []
+    if summary.ingestion:
+        lines += summary.ingestion.summary_lines()
+        lines.append(f"  quarantine report: {summary.ingestion_report_path}")
+    lines += ["Test split, per class:",
              f"  {'class':<10} {'precision':>9} {'recall':>9} {'F1':>9} {'ROC-AUC':>9}"]
     for name, values in summary.class_metrics.items():
         lines.append(f"  {name:<10} " + " ".join(

@@ -12,7 +12,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from components.grad_cam import component, executor, explain
 from components.grad_cam.conftest import last_relu_name
 from components.image_example_gen import ingest
-from components.image_example_gen.executor import record_to_example
+from components.image_example_gen.executor import accepted_to_example
 from conftest import make_subset
 from models import features
 
@@ -33,8 +33,8 @@ def _test_split(tmp_path, per_class: int) -> standard_artifacts.Examples:
             bytes_list=tf.train.BytesList(value=[BROKEN_PATIENT.encode()]))}))
     path = str(tmp_path / "examples" / "Split-test" / "data_tfrecord-00000-of-00001.gz")
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for record in ingest.scan(data_dir):
-            writer.write(record_to_example(record).SerializeToString())
+        for accepted in ingest.check_data(data_dir, ingest.IngestOptions())[0]:
+            writer.write(accepted_to_example(accepted).SerializeToString())
         writer.write(broken.SerializeToString())
     return examples
 

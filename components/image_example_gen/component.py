@@ -9,7 +9,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-from components.image_example_gen import executor
+from components.image_example_gen import executor, ingest
 from models import features
 
 
@@ -53,12 +53,17 @@ class _TreeDriver(driver.FileBasedDriver):
 
 
 class ImageExampleGen(FileBasedExampleGen):
-    """Reads a folder per class or a manifest.csv folder; see ingest.py for both layouts."""
+    """Reads a folder per class or a manifest.csv folder; see ingest.py for both layouts.
+
+    options (file checks, quarantine limit, unknown labels) reach the executor through
+    custom_config, so changing them invalidates the cached output.
+    """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
     DRIVER_CLASS = _TreeDriver
 
-    def __init__(self, data_dir: str, split_percentages: Sequence[int] = (70, 15, 15)):
+    def __init__(self, data_dir: str, split_percentages: Sequence[int] = (70, 15, 15),
+                 options: ingest.IngestOptions = ingest.IngestOptions()):
         check_split_percentages(split_percentages)
         output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(
             splits=[example_gen_pb2.SplitConfig.Split(name=name, hash_buckets=int(share))
@@ -68,4 +73,5 @@ class ImageExampleGen(FileBasedExampleGen):
             input_base=data_dir,
             input_config=example_gen_pb2.Input(
                 splits=[example_gen_pb2.Input.Split(name="all", pattern="*")]),
-            output_config=output_config)
+            output_config=output_config,
+            custom_config=executor.custom_config(options))

@@ -1,21 +1,28 @@
-"""Turns a folder of chest X-rays into tf.Examples split by patient.
+"""Turns a folder of chest X-rays into tf.Examples split by patient, with a quarantine report.
 
-The encoded bytes are stored as they are on disk (no decoding here): Transform decodes
-them, so the same code path serves training and serving.
+Every file is checked (components/image_example_gen/checks.py); the encoded bytes are stored
+as they are on disk unless TensorFlow would decode them differently, in which case a
+corrected 8-bit PNG is stored and the report says so. Transform decodes them, so the same
+code path serves training and serving. Files that fail a check, and all but one copy of
+identical files, are written to `quarantine.json` inside the examples artifact.
 """
-import io
-from typing import Any, Dict, Optional, Tuple
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import tensorflow as tf
-from PIL import Image
+from google.protobuf import json_format, struct_pb2
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
-from tfx.types import standard_component_specs
+from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
-from components.image_example_gen import ingest
+from components.image_example_gen import ingest, quarantine
 from models import features
+
+_QUARANTINED = "quarantined"
+# Set by Executor.Do for the Beam graph: where the quarantine report is written.
+REPORT_PATH_KEY = "quarantine_report_path"
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -26,38 +33,51 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def _image_size(encoded: bytes) -> Optional[tuple]:
-    """(height, width) from the image header, or None if it cannot be read as an image."""
-    try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            width, height = image.size
-        return height, width
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
+def custom_config(options: ingest.IngestOptions) -> example_gen_pb2.CustomConfig:
+    """The ingestion options as the component's custom_config (a Struct packed in Any)."""
+    config = example_gen_pb2.CustomConfig()
+    config.custom_config.Pack(json_format.ParseDict(options.to_dict(), struct_pb2.Struct()))
+    return config
 
 
-def record_to_example(record: ingest.ImageRecord) -> tf.train.Example:
-    """One image and its metadata as a tf.Example.
+def options_from_exec_properties(exec_properties: Dict[str, Any]) -> ingest.IngestOptions:
+    text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
+    if not text:
+        return ingest.IngestOptions()
+    config = example_gen_pb2.CustomConfig()
+    proto_utils.json_to_proto(text, config)
+    values = struct_pb2.Struct()
+    config.custom_config.Unpack(values)
+    return ingest.IngestOptions.from_dict(json_format.MessageToDict(values))
 
-    A file that cannot be read keeps its metadata but lacks the image (or its size), so
-    the schema's presence constraints make ExampleValidator report it by feature name.
-    """
+
+def accepted_to_example(accepted: ingest.Accepted) -> tf.train.Example:
+    """One checked image and its metadata as a tf.Example."""
+    record, image = accepted.record, accepted.image
     feature = {
+        features.IMAGE_KEY: _bytes_feature(image.encoded),
+        features.HEIGHT_KEY: _int_feature(image.height),
+        features.WIDTH_KEY: _int_feature(image.width),
         features.LABEL_KEY: _bytes_feature(record.label.encode()),
         features.PATIENT_ID_KEY: _bytes_feature(record.patient_id.encode()),
         features.SOURCE_KEY: _bytes_feature(record.source.encode()),
         features.VIEW_KEY: _bytes_feature(record.view.encode()),
         features.AGE_GROUP_KEY: _bytes_feature(record.age_group.encode()),
     }
-    if tf.io.gfile.exists(record.path) and not tf.io.gfile.isdir(record.path):
-        with tf.io.gfile.GFile(record.path, "rb") as f:
-            encoded = f.read()
-        feature[features.IMAGE_KEY] = _bytes_feature(encoded)
-        size = _image_size(encoded)
-        if size:
-            feature[features.HEIGHT_KEY] = _int_feature(size[0])
-            feature[features.WIDTH_KEY] = _int_feature(size[1])
     return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _deduplicate_group(keyed):
+    """(content hash, files with that content) -> the kept file, then tagged duplicates."""
+    kept, duplicates = ingest.deduplicate(keyed[1])
+    yield from kept
+    for record in duplicates:
+        yield beam.pvalue.TaggedOutput(_QUARANTINED, record)
+
+
+def _write_report(kept: List[Tuple[str, str, Optional[str]]], rejected: List[quarantine.QuarantineRecord],
+                  scanned: ingest.ScanResult, options: ingest.IngestOptions, path: str) -> None:
+    ingest.make_report(scanned, kept, rejected, options).write(path)
 
 
 @beam.ptransform_fn
@@ -65,12 +85,35 @@ def record_to_example(record: ingest.ImageRecord) -> tf.train.Example:
 @beam.typehints.with_output_types(tf.train.Example)
 def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                      split_pattern: str) -> beam.pvalue.PCollection:
-    """Reads every image under input_base; the split pattern only drives fingerprinting."""
+    """Checks every file under input_base; the split pattern only drives fingerprinting.
+
+    The quarantine report goes to exec_properties[REPORT_PATH_KEY] (set by Executor.Do).
+    """
     del split_pattern
-    records = ingest.scan(exec_properties[standard_component_specs.INPUT_BASE_KEY])
-    return (pipeline
-            | "ListImages" >> beam.Create(records, reshuffle=True)
-            | "ToExample" >> beam.Map(record_to_example))
+    options = options_from_exec_properties(exec_properties)
+    scanned = ingest.scan(exec_properties[standard_component_specs.INPUT_BASE_KEY],
+                          options.ignore_unknown_labels)
+    outcomes = (pipeline
+                | "ListFiles" >> beam.Create(scanned.records, reshuffle=True)
+                | "Check" >> beam.Map(ingest.inspect_record, options.file_checks))
+    accepted = outcomes | "Accepted" >> beam.Filter(lambda o: isinstance(o, ingest.Accepted))
+    rejected = outcomes | "Rejected" >> beam.Filter(
+        lambda o: isinstance(o, quarantine.QuarantineRecord))
+    deduplicated = (accepted
+                    | "ByContent" >> beam.Map(lambda a: (a.image.content_sha256, a))
+                    | "GroupByContent" >> beam.GroupByKey()
+                    | "Deduplicate" >> beam.FlatMap(_deduplicate_group).with_outputs(
+                        _QUARANTINED, main="kept"))
+    kept = deduplicated.kept
+    all_rejected = ((rejected, deduplicated[_QUARANTINED])
+                    | "AllRejected" >> beam.Flatten()
+                    | "RejectedList" >> beam.combiners.ToList())
+    _ = (kept
+         | "KeptSummary" >> beam.Map(ingest.kept_summary)
+         | "KeptList" >> beam.combiners.ToList()
+         | "WriteReport" >> beam.Map(_write_report, beam.pvalue.AsSingleton(all_rejected),
+                                     scanned, options, exec_properties[REPORT_PATH_KEY]))
+    return kept | "ToExample" >> beam.Map(accepted_to_example)
 
 
 def _split_key(example: tf.train.Example) -> Tuple[str, str, str]:
@@ -89,6 +132,22 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
         return _ImagesToExample
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        """Writes the examples and the quarantine report, then stops if the data is unusable."""
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        report_path = os.path.join(examples.uri, quarantine.REPORT_NAME)
+        super().Do(input_dict, output_dict, {**exec_properties, REPORT_PATH_KEY: report_path})
+        report = quarantine.load(report_path)
+        if report.problems():
+            # TFX deletes a failed execution's outputs: keep the report where the user can read
+            # it, beside the artifacts (<root>/ImageExampleGen/quarantine/<execution id>/).
+            kept_path = os.path.join(os.path.dirname(os.path.dirname(examples.uri)),
+                                     "quarantine", os.path.basename(examples.uri),
+                                     quarantine.REPORT_NAME)
+            report.write(kept_path)
+            report.raise_on_problems(kept_path)
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:

@@ -1,12 +1,14 @@
 import glob
+import hashlib
 import os
 
+import pytest
 import tensorflow as tf
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
-from tfx.utils import proto_utils
 
-from components.image_example_gen import component, executor
+from components.image_example_gen import component, executor, ingest, quarantine
+from components.image_example_gen.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
 from conftest import make_subset
 from models import features
 
@@ -22,20 +24,26 @@ def _value(example, key):
     return feature.bytes_list.value[0] if feature.bytes_list.value else feature.int64_list.value[0]
 
 
-def test_executor_writes_patient_split_examples_with_original_bytes(tmp_path):
-    data_dir = make_subset(str(tmp_path / "data"), per_class=8)
+def _run_executor(data_dir, out_dir, split_percentages=(70, 15, 15),
+                  options=ingest.IngestOptions()) -> standard_artifacts.Examples:
     examples = standard_artifacts.Examples()
-    examples.uri = str(tmp_path / "out")
-    gen = component.ImageExampleGen(data_dir, split_percentages=(60, 20, 20))
+    examples.uri = out_dir
+    gen = component.ImageExampleGen(data_dir, split_percentages, options)
     exec_properties = {
         standard_component_specs.INPUT_BASE_KEY: data_dir,
         standard_component_specs.INPUT_CONFIG_KEY: gen.exec_properties["input_config"],
         standard_component_specs.OUTPUT_CONFIG_KEY: gen.exec_properties["output_config"],
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY: example_gen_pb2.FORMAT_TF_EXAMPLE,
+        standard_component_specs.CUSTOM_CONFIG_KEY: gen.exec_properties["custom_config"],
     }
-
     executor.Executor().Do({}, {standard_component_specs.EXAMPLES_KEY: [examples]},
                            exec_properties)
+    return examples
+
+
+def test_executor_writes_patient_split_examples_with_original_bytes(tmp_path):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=8)
+    examples = _run_executor(data_dir, str(tmp_path / "out"), (60, 20, 20))
 
     assert artifact_utils.decode_split_names(examples.split_names) == features.SPLIT_NAMES
     by_split = {split: _read(examples.uri, split) for split in features.SPLIT_NAMES}
@@ -59,15 +67,41 @@ def test_executor_writes_patient_split_examples_with_original_bytes(tmp_path):
         (height, width)
 
 
-def test_unreadable_file_keeps_metadata_but_lacks_image(tmp_path):
-    from components.image_example_gen.ingest import ImageRecord
-    missing = executor.record_to_example(ImageRecord(str(tmp_path / "gone.png"), "Normal", "p1"))
-    assert features.IMAGE_KEY not in missing.features.feature
-    assert _value(missing, features.LABEL_KEY) == b"Normal"
-    (tmp_path / "junk.png").write_bytes(b"<html>not found</html>")
-    junk = executor.record_to_example(ImageRecord(str(tmp_path / "junk.png"), "Normal", "p1"))
-    assert _value(junk, features.IMAGE_KEY) == b"<html>not found</html>"
-    assert features.HEIGHT_KEY not in junk.features.feature
+def test_bad_files_are_quarantined_and_the_valid_ones_still_split(tmp_path):
+    expected = make_messy_data(str(tmp_path / "data"))
+    options = ingest.IngestOptions(max_quarantined_fraction=0.5)
+    examples = _run_executor(str(tmp_path / "data"), str(tmp_path / "out"), options=options)
+
+    by_split = {split: _read(examples.uri, split) for split in features.SPLIT_NAMES}
+    stored = [e for split in by_split.values() for e in split]
+    assert len(stored) == sum(o in ("ok", "converted") for o in expected.values()) == 14
+    digests = [hashlib.sha256(_value(e, features.IMAGE_KEY)).hexdigest() for e in stored]
+    assert len(set(digests)) == len(digests)  # the duplicate is in no split
+    report = quarantine.load(os.path.join(examples.uri, quarantine.REPORT_NAME))
+    _, checked = ingest.check_data(str(tmp_path / "data"), options)
+    assert report == checked  # the executor and `cxr check-data` agree file by file
+    assert {os.path.relpath(q.path, tmp_path / "data"): q.reason
+            for q in report.quarantined} == {
+        p: o for p, o in expected.items() if o not in ("ok", "converted")}
+
+    dicom_example = next(e for e in stored if _value(e, features.VIEW_KEY) == b"PA")
+    assert _value(dicom_example, features.AGE_GROUP_KEY) == b"adult"
+    assert _value(dicom_example, features.IMAGE_KEY).startswith(b"\x89PNG")
+    assert (_value(dicom_example, features.HEIGHT_KEY), _value(dicom_example, features.WIDTH_KEY)) \
+        == (80, 96)
+    serialized = b"".join(e.SerializeToString() for e in stored)
+    assert PATIENT_NAME.encode() not in serialized and PATIENT_ID.encode() not in serialized
+
+
+def test_too_many_quarantined_files_fail_the_executor_after_writing_the_report(tmp_path):
+    make_messy_data(str(tmp_path / "data"))
+    artifact_uri = tmp_path / "ImageExampleGen" / "examples" / "7"  # TFX's layout
+    kept = tmp_path / "ImageExampleGen" / "quarantine" / "7" / quarantine.REPORT_NAME
+    with pytest.raises(quarantine.QuarantineError,
+                       match=r"^7 of 21 files \(33%\) were quarantined, more than the allowed 10%"):
+        _run_executor(str(tmp_path / "data"), str(artifact_uri))
+    # TFX deletes a failed execution's artifact folder; the copy beside it stays.
+    assert len(quarantine.load(str(kept)).quarantined) == 7
 
 
 def test_fingerprint_sees_changes_inside_class_folders(tmp_path):
@@ -82,7 +116,6 @@ def test_fingerprint_sees_changes_inside_class_folders(tmp_path):
 
 def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
     """ram:// stands in for gs://: both go through tf.io.gfile, which Dataflow workers use."""
-    from components.image_example_gen import ingest
     local = make_subset(str(tmp_path / "data"), per_class=1)
     remote = f"ram://{tmp_path.name}/data"
     for directory, _, files in os.walk(local):
@@ -90,10 +123,11 @@ def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
             target = os.path.join(remote, os.path.relpath(os.path.join(directory, name), local))
             tf.io.gfile.makedirs(os.path.dirname(target))
             tf.io.gfile.copy(os.path.join(directory, name), target)
-    records = ingest.scan(remote)
+    records = ingest.scan(remote).records
     assert [r.path.replace(remote, local) for r in records] == [
-        r.path for r in ingest.scan(local)]
-    example = executor.record_to_example(records[0])
+        r.path for r in ingest.scan(local).records]
+    example = executor.accepted_to_example(ingest.inspect_record(records[0],
+                                                                 ingest.IngestOptions().file_checks))
     with open(records[0].path.replace(remote, local), "rb") as f:
         assert _value(example, features.IMAGE_KEY) == f.read()
     assert component.fingerprint_tree(remote).startswith("files:4,")

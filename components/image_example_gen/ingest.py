@@ -1,11 +1,12 @@
-"""Finding images and their metadata on disk, and the patient-level split.
+"""Finding images and their metadata on disk, checking them, and the patient-level split.
 
 Two layouts are accepted: a folder per class (Kaggle style) or a folder holding a
 `manifest.csv`. Labels are mapped to the canonical class names through the aliases in
-models.features; a label that matches no alias is kept as written so that the schema's
-label domain, checked by ExampleValidator, names it and stops the run. Files are read
-through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for Vertex AI and
-Dataflow.
+models.features; a label that matches no alias stops ingestion with an error listing the
+known labels, or, with ignore_unknown_labels, quarantines its files. Every file under a
+class folder is a candidate, whatever its extension: checks.py decides from the content.
+Files are read through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for
+Vertex AI and Dataflow.
 """
 import csv
 import hashlib
@@ -14,14 +15,15 @@ import math
 import os
 import re
 from collections import defaultdict
+import dataclasses
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
+from components.image_example_gen import checks, quarantine
 from models import features
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_REQUIRED_COLUMNS = ("file", "label")
 # Manifest column -> example feature, for the optional metadata columns.
@@ -40,6 +42,40 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
+class IngestOptions:
+    """What the user can tune about ingestion (flags of `cxr run` and `cxr check-data`)."""
+    min_image_side: int = checks.CheckOptions.min_side
+    max_image_pixels: int = checks.CheckOptions.max_pixels
+    max_quarantined_fraction: float = quarantine.DEFAULT_MAX_QUARANTINED_FRACTION
+    ignore_unknown_labels: bool = False
+
+    def __post_init__(self):
+        if self.min_image_side < 1:
+            raise ValueError(f"min_image_side must be at least 1, got {self.min_image_side}")
+        if self.max_image_pixels < self.min_image_side ** 2:
+            raise ValueError(f"max_image_pixels must be at least min_image_side squared "
+                             f"({self.min_image_side ** 2}), got {self.max_image_pixels}")
+        if not 0.0 <= self.max_quarantined_fraction <= 1.0:
+            raise ValueError(f"max_quarantined_fraction must be between 0 and 1, got "
+                             f"{self.max_quarantined_fraction}")
+
+    @property
+    def file_checks(self) -> checks.CheckOptions:
+        return checks.CheckOptions(min_side=self.min_image_side, max_pixels=self.max_image_pixels)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "IngestOptions":
+        """From to_dict's output after a JSON round trip (which turns ints into floats)."""
+        return cls(min_image_side=int(values["min_image_side"]),
+                   max_image_pixels=int(values["max_image_pixels"]),
+                   max_quarantined_fraction=float(values["max_quarantined_fraction"]),
+                   ignore_unknown_labels=bool(values["ignore_unknown_labels"]))
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     path: str
     label: str
@@ -49,8 +85,29 @@ class ImageRecord:
     age_group: str = features.UNKNOWN
 
 
+@dataclass(frozen=True)
+class ScanResult:
+    records: List[ImageRecord]                   # files to check
+    quarantined: List[quarantine.QuarantineRecord]  # files already rejected by the listing
+
+    @property
+    def files_seen(self) -> int:
+        return len(self.records) + len(self.quarantined)
+
+    def empty_classes(self) -> List[str]:
+        """Classes without a single file: known before any file is checked."""
+        present = {record.label for record in self.records}
+        return [name for name in features.CLASS_NAMES if name not in present]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    record: ImageRecord  # view and age group filled in from a DICOM header where unknown
+    image: checks.CheckedImage
+
+
 def canonical_label(name: str) -> str:
-    """Map a folder or manifest label to a class name; unknown names come back unchanged."""
+    """Map a folder or manifest label to a class name; unknown names come back stripped."""
     if name in features.CLASS_NAMES:
         return name
     key = re.sub(r"[\s_\-]", "", name.strip().lower())
@@ -64,18 +121,34 @@ def patient_from_filename(path: str) -> str:
     return match.group(1) if match else os.path.splitext(name)[0]
 
 
-def scan(data_dir: str) -> List[ImageRecord]:
-    """List the data set's images with their metadata, in a stable order."""
+def scan(data_dir: str, ignore_unknown_labels: bool = False) -> ScanResult:
+    """List the data set's files with their metadata, in a stable order."""
     if not tf.io.gfile.isdir(data_dir):
         raise DataError(f"data directory not found: {data_dir}")
     manifest = os.path.join(data_dir, MANIFEST_NAME)
     has_manifest = tf.io.gfile.exists(manifest) and not tf.io.gfile.isdir(manifest)
-    records = _scan_manifest(manifest) if has_manifest else _scan_folders(data_dir)
-    if not records:
+    records, missing = _scan_manifest(manifest) if has_manifest else (_scan_folders(data_dir), [])
+    if not records and not missing:
         raise DataError(
-            f"no images found in {data_dir}: expected a folder per class with "
-            f"{'/'.join(IMAGE_EXTENSIONS)} files, or a {MANIFEST_NAME}")
-    return sorted(records, key=lambda r: r.path)
+            f"no images found in {data_dir}: expected a folder per class or a {MANIFEST_NAME}")
+    quarantined = list(missing)
+    unknown = sorted({r.label for r in records if r.label not in features.CLASS_NAMES})
+    if unknown:
+        if not ignore_unknown_labels:
+            counts = ", ".join(f"{label or '(empty)'} "
+                               f"({sum(r.label == label for r in records)} files)"
+                               for label in unknown)
+            raise DataError(
+                f"unknown label(s) {counts}; known labels: {', '.join(features.CLASS_NAMES)} "
+                f"(folder names may also be any of: {', '.join(sorted(features.LABEL_ALIASES))}). "
+                "Rename or move them, or pass --ignore-unknown-labels to skip those files")
+        quarantined += [quarantine.QuarantineRecord(
+            r.path, checks.UNKNOWN_LABEL,
+            f"label {r.label!r} is not one of {', '.join(features.CLASS_NAMES)}")
+            for r in records if r.label in unknown]
+        records = [r for r in records if r.label not in unknown]
+    return ScanResult(sorted(records, key=lambda r: r.path),
+                      sorted(quarantined, key=lambda q: q.path))
 
 
 def _scan_folders(data_dir: str) -> List[ImageRecord]:
@@ -87,32 +160,105 @@ def _scan_folders(data_dir: str) -> List[ImageRecord]:
         label = canonical_label(folder)
         for root, _, files in tf.io.gfile.walk(class_dir):
             for name in files:
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    path = os.path.join(root, name)
-                    records.append(ImageRecord(path, label, patient_from_filename(path)))
+                path = os.path.join(root, name)
+                records.append(ImageRecord(path, label, patient_from_filename(path)))
     return records
 
 
-def _scan_manifest(manifest: str) -> List[ImageRecord]:
+def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.QuarantineRecord]]:
     base = os.path.dirname(manifest)
     with tf.io.gfile.GFile(manifest, "rb") as f:
         text = f.read().decode("utf-8-sig")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = reader.fieldnames or []
-    missing = [c for c in MANIFEST_REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise DataError(f"{manifest} lacks required column(s): {', '.join(missing)}")
-    records = []
-    for row in reader:
-        path = os.path.join(base, row["file"])
+    missing_columns = [c for c in MANIFEST_REQUIRED_COLUMNS if c not in columns]
+    if missing_columns:
+        raise DataError(f"{manifest} lacks required column(s): {', '.join(missing_columns)}")
+    records, missing_files = [], []
+    for line, row in enumerate(reader, start=2):
+        path = os.path.join(base, (row["file"] or "").strip())
+        if not (row["file"] or "").strip() or not tf.io.gfile.exists(path) \
+                or tf.io.gfile.isdir(path):
+            missing_files.append(quarantine.QuarantineRecord(
+                path, checks.MISSING, f"{MANIFEST_NAME} line {line} names {row['file']!r}, "
+                                      "which is not a file"))
+            continue
         metadata = {
             feature: (row.get(column) or "").strip() or features.UNKNOWN
             for column, feature in MANIFEST_OPTIONAL_COLUMNS.items()
         }
         if metadata[features.PATIENT_ID_KEY] == features.UNKNOWN:
             metadata[features.PATIENT_ID_KEY] = patient_from_filename(path)
-        records.append(ImageRecord(path=path, label=canonical_label(row["label"]), **metadata))
-    return records
+        records.append(ImageRecord(path=path, label=canonical_label(row["label"] or ""),
+                                   **metadata))
+    return records, missing_files
+
+
+def inspect_record(record: ImageRecord, options: checks.CheckOptions
+                   ) -> Union[Accepted, quarantine.QuarantineRecord]:
+    """Read one file and check it; never raises for a bad file."""
+    try:
+        with tf.io.gfile.GFile(record.path, "rb") as f:
+            data = f.read()
+    except (tf.errors.OpError, OSError) as error:
+        return quarantine.QuarantineRecord(record.path, checks.MISSING if isinstance(
+            error, tf.errors.NotFoundError) else checks.CORRUPT, f"cannot read the file: {error}")
+    try:
+        image = checks.check_image(data, options)
+    except checks.Rejected as rejection:
+        return quarantine.QuarantineRecord(record.path, rejection.reason, rejection.detail)
+    header = image.dicom_metadata or {}
+    updates = {key: header[key] for key in (features.VIEW_KEY, features.AGE_GROUP_KEY)
+               if getattr(record, key) == features.UNKNOWN and key in header}
+    return Accepted(dataclasses.replace(record, **updates), image)
+
+
+def deduplicate(accepted: Iterable[Accepted]
+                ) -> Tuple[List[Accepted], List[quarantine.QuarantineRecord]]:
+    """Keep one file of each exact content; the others become quarantine records."""
+    by_content: Dict[str, List[Accepted]] = defaultdict(list)
+    for item in accepted:
+        by_content[item.image.content_sha256].append(item)
+    kept, duplicates = [], []
+    for group in by_content.values():
+        by_path = {item.record.path: item for item in group}
+        kept_path, others = quarantine.choose_kept(by_path)
+        kept.append(by_path[kept_path])
+        duplicates += quarantine.duplicate_records(
+            kept_path, others, {path: item.record.label for path, item in by_path.items()})
+    return kept, duplicates
+
+
+def kept_summary(item: Accepted) -> Tuple[str, str, Optional[str]]:
+    """(path, label, conversion): all the report needs of a kept image, without its bytes."""
+    return item.record.path, item.record.label, item.image.conversion
+
+
+def make_report(scanned: ScanResult, kept: Iterable[Tuple[str, str, Optional[str]]],
+                rejected: Iterable[quarantine.QuarantineRecord], options: IngestOptions
+                ) -> quarantine.IngestionReport:
+    """The report from the listing, kept_summary() of each kept image and the rejections."""
+    kept = list(kept)
+    per_class = {name: sum(label == name for _, label, _ in kept)
+                 for name in features.CLASS_NAMES}
+    return quarantine.IngestionReport(
+        files_seen=scanned.files_seen,
+        accepted_per_class=per_class,
+        quarantined=sorted(list(scanned.quarantined) + list(rejected), key=lambda q: q.path),
+        converted=sorted((quarantine.Conversion(path, conversion)
+                          for path, _, conversion in kept if conversion), key=lambda c: c.path),
+        max_quarantined_fraction=options.max_quarantined_fraction)
+
+
+def check_data(data_dir: str, options: IngestOptions) -> Tuple[
+        List[Accepted], quarantine.IngestionReport]:
+    """Every check the executor makes, without Beam or TFX: for `cxr check-data`."""
+    scanned = scan(data_dir, options.ignore_unknown_labels)
+    outcomes = [inspect_record(record, options.file_checks) for record in scanned.records]
+    kept, duplicates = deduplicate(o for o in outcomes if isinstance(o, Accepted))
+    rejected = [o for o in outcomes if isinstance(o, quarantine.QuarantineRecord)] + duplicates
+    report = make_report(scanned, map(kept_summary, kept), rejected, options)
+    return sorted(kept, key=lambda a: a.record.path), report
 
 
 def _split_sizes(n: int, proportions: Sequence[float]) -> List[int]:

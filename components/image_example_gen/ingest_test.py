@@ -4,7 +4,8 @@ import random
 import pytest
 from PIL import Image
 
-from components.image_example_gen import ingest
+from components.image_example_gen import checks, ingest, quarantine
+from components.image_example_gen.conftest import PATIENT_NAME, make_messy_data
 from conftest import SAMPLE_DIR
 from models import features
 
@@ -21,7 +22,7 @@ def test_folder_layout_maps_aliases_case_insensitively(tmp_path):
     _image(str(tmp_path / "Normal" / "nested" / "person12_virus_34.jpeg"))
     (tmp_path / "Normal" / "notes.txt").write_text("not an image")
 
-    records = ingest.scan(str(tmp_path))
+    records = ingest.scan(str(tmp_path)).records
 
     labels = {os.path.relpath(r.path, tmp_path): r.label for r in records}
     assert labels == {
@@ -29,15 +30,41 @@ def test_folder_layout_maps_aliases_case_insensitively(tmp_path):
         "PNEUMONIA/a.png": "Pneumonia", "viral/a.png": "Pneumonia",
         "Bacterial/a.png": "Pneumonia", "NORMAL/a.png": "Normal",
         "No Finding/a.png": "Normal", "Normal/nested/person12_virus_34.jpeg": "Normal",
+        "Normal/notes.txt": "Normal",  # listed, so that the checks can quarantine it
     }
     nested = next(r for r in records if r.path.endswith("person12_virus_34.jpeg"))
     assert nested.patient_id == "person12"
     assert (nested.source, nested.view, nested.age_group) == ("unknown",) * 3
 
 
-def test_unknown_folder_keeps_its_name_for_the_validator(tmp_path):
+def test_unknown_class_folder_is_an_error_listing_the_known_labels(tmp_path):
+    _image(str(tmp_path / "Normal" / "a.png"))
+    for name in ("x.png", "y.png"):
+        _image(str(tmp_path / "Lung_Opacity" / name))
+    with pytest.raises(ingest.DataError) as info:
+        ingest.scan(str(tmp_path))
+    message = str(info.value)
+    assert message.startswith("unknown label(s) Lung_Opacity (2 files); known labels: "
+                              "COVID-19, Pneumonia, Normal")
+    assert "--ignore-unknown-labels" in message and "\n" not in message
+
+
+def test_empty_manifest_label_is_named_as_such(tmp_path):
+    _image(str(tmp_path / "a.png"))
+    (tmp_path / "manifest.csv").write_text("file,label\na.png,\n")
+    with pytest.raises(ingest.DataError, match=r"^unknown label\(s\) \(empty\) \(1 files\); "):
+        ingest.scan(str(tmp_path))
+
+
+def test_unknown_labels_are_quarantined_when_ignored(tmp_path):
+    _image(str(tmp_path / "Normal" / "a.png"))
     _image(str(tmp_path / "Lung_Opacity" / "x.png"))
-    assert [r.label for r in ingest.scan(str(tmp_path))] == ["Lung_Opacity"]
+    scanned = ingest.scan(str(tmp_path), ignore_unknown_labels=True)
+    assert [os.path.relpath(r.path, tmp_path) for r in scanned.records] == ["Normal/a.png"]
+    assert [(os.path.relpath(q.path, tmp_path), q.reason, q.detail) for q in scanned.quarantined] \
+        == [("Lung_Opacity/x.png", checks.UNKNOWN_LABEL,
+             "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
+    assert scanned.files_seen == 2
 
 
 def test_manifest_with_extra_and_missing_optional_columns(tmp_path):
@@ -48,7 +75,7 @@ def test_manifest_with_extra_and_missing_optional_columns(tmp_path):
         "img/IM-0456-0001.jpeg,covid,A,,PA\n"
         "img/b.png,Normal,B,p7,\n")
 
-    records = ingest.scan(str(tmp_path))
+    records = ingest.scan(str(tmp_path)).records
 
     assert [(r.label, r.patient_id, r.source, r.view, r.age_group) for r in records] == [
         ("COVID-19", "IM-0456", "unknown", "PA", "unknown"),
@@ -60,6 +87,16 @@ def test_manifest_missing_required_column_is_named(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,patient_id\na.png,p1\n")
     with pytest.raises(ingest.DataError, match="lacks required column.*label"):
         ingest.scan(str(tmp_path))
+
+
+def test_manifest_row_without_its_file_is_quarantined(tmp_path):
+    _image(str(tmp_path / "img" / "a.png"))
+    (tmp_path / "manifest.csv").write_text("file,label\nimg/a.png,Normal\nimg/gone.png,covid\n")
+    scanned = ingest.scan(str(tmp_path))
+    assert [r.path for r in scanned.records] == [str(tmp_path / "img" / "a.png")]
+    assert [(q.path, q.reason, q.detail) for q in scanned.quarantined] == [
+        (str(tmp_path / "img" / "gone.png"), checks.MISSING,
+         "manifest.csv line 3 names 'img/gone.png', which is not a file")]
 
 
 def test_missing_and_empty_data_dirs_are_clear_errors(tmp_path):
@@ -75,7 +112,7 @@ def _keys(records):
 
 
 def test_split_has_no_patient_leak_and_is_stable():
-    records = ingest.scan(SAMPLE_DIR)
+    records = ingest.scan(SAMPLE_DIR).records
     shuffled = list(records)
     random.Random(3).shuffle(shuffled)
 
@@ -109,3 +146,69 @@ def test_split_seed_changes_assignment():
 def test_split_rejects_bad_proportions(proportions):
     with pytest.raises(ingest.DataError, match="split proportions"):
         ingest.assign_splits([("p", "Normal", "s")], proportions)
+
+
+def test_check_data_gives_every_file_an_example_or_a_record(tmp_path):
+    expected = make_messy_data(str(tmp_path))
+    options = ingest.IngestOptions(max_quarantined_fraction=0.5)
+
+    accepted, report = ingest.check_data(str(tmp_path), options)
+
+    kept = {os.path.relpath(a.record.path, tmp_path) for a in accepted}
+    rejected = {os.path.relpath(q.path, tmp_path): q.reason for q in report.quarantined}
+    assert kept == {p for p, outcome in expected.items() if outcome in ("ok", "converted")}
+    assert rejected == {p: outcome for p, outcome in expected.items()
+                        if outcome not in ("ok", "converted")}
+    assert report.files_seen == len(expected) == 21
+    assert report.accepted_per_class == {"COVID-19": 5, "Pneumonia": 4, "Normal": 5}
+    assert report.counts_per_reason() == {
+        checks.NOT_AN_IMAGE: 2, checks.CORRUPT: 1, checks.DUPLICATE: 1, checks.EMPTY: 1,
+        checks.TOO_LARGE: 1, checks.TOO_SMALL: 1}
+    assert {os.path.relpath(c.path, tmp_path): c.conversion for c in report.converted} == {
+        "COVID/rotated.jpg": "EXIF orientation 8 applied",
+        "NORMAL/scan0001": "DICOM converted to 8-bit PNG"}
+    duplicate = next(q for q in report.quarantined if q.reason == checks.DUPLICATE)
+    first_covid = sorted(p for p in expected if p.startswith("COVID/covid"))[0]
+    assert duplicate.detail == (f"same content as {tmp_path / first_covid} "
+                                "(labelled Pneumonia here, COVID-19 there)")
+    scan = next(a for a in accepted if a.record.path.endswith("scan0001"))
+    assert (scan.record.view, scan.record.age_group) == ("PA", "adult")
+    assert report.problems() == []
+
+
+def test_report_round_trips_and_never_holds_identifying_dicom_tags(tmp_path):
+    make_messy_data(str(tmp_path / "data"))
+    _, report = ingest.check_data(str(tmp_path / "data"), ingest.IngestOptions())
+    report.write(str(tmp_path / "out" / "report.json"))
+    report.write(str(tmp_path / "out" / "report.csv"))
+    assert quarantine.load(str(tmp_path / "out" / "report.json")) == report
+    rows = (tmp_path / "out" / "report.csv").read_text().splitlines()
+    assert rows[0] == "path,reason,detail" and len(rows) == 1 + len(report.quarantined) == 8
+    for name in ("report.json", "report.csv"):
+        assert PATIENT_NAME.split("^")[0] not in (tmp_path / "out" / name).read_text()
+
+
+def test_too_many_quarantined_files_or_an_empty_class_stop_the_run(tmp_path):
+    make_messy_data(str(tmp_path))
+    _, report = ingest.check_data(str(tmp_path), ingest.IngestOptions())
+    assert report.problems() == [
+        "7 of 21 files (33%) were quarantined, more than the allowed 10% (not an image 2, "
+        "corrupt or truncated image 1, duplicate image 1, empty file 1, image too large 1, "
+        "image too small 1)"]
+    with pytest.raises(quarantine.QuarantineError, match="is in REPORT$"):
+        report.raise_on_problems("REPORT")
+    for name in os.listdir(tmp_path / "PNEUMONIA"):
+        os.remove(tmp_path / "PNEUMONIA" / name)
+    _, report = ingest.check_data(str(tmp_path), ingest.IngestOptions(max_quarantined_fraction=1))
+    assert report.problems() == [
+        "no valid image of class Pneumonia; every class of COVID-19, Pneumonia, Normal needs images"]
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"min_image_side": 0}, "min_image_side must be at least 1"),
+    ({"min_image_side": 100, "max_image_pixels": 9999}, "max_image_pixels must be at least"),
+    ({"max_quarantined_fraction": 1.5}, "max_quarantined_fraction must be between 0 and 1"),
+])
+def test_bad_ingest_options_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        ingest.IngestOptions(**settings)
