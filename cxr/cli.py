@@ -7,9 +7,13 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from typing import Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Google Cloud client libraries warn about Python 3.11's end of life on import; an error
+# message must stay one line.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\.")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
 from models import features  # noqa: E402
 

@@ -160,3 +160,17 @@ def test_run_with_too_many_bad_files_stops_at_ingestion(tmp_path, capsys):
     assert len(reports) == 1 and line.endswith(f"reason is in {reports[0]}")
     assert not (out / "pipelines" / "cxr" / "StatisticsGen").exists()
     assert not (out / "pipelines" / "cxr" / "Trainer").exists()
+
+
+def test_installed_command_reports_a_user_error_in_exactly_one_line(tmp_path):
+    """Through the console script, as a user runs it: library import warnings included."""
+    import subprocess
+    import sys
+
+    cxr_script = os.path.join(os.path.dirname(sys.executable), "cxr")
+    user_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([cxr_script, "run", "--data-dir", str(tmp_path / "missing")],
+                            capture_output=True, text=True, timeout=300, env=user_env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"cxr: error: data directory not found: {tmp_path / 'missing'}"]
