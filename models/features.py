@@ -39,6 +39,9 @@ CLASS_NAMES_OUTPUT = "class_names"
 PREDICTED_CLASS_OUTPUT = "predicted_class"
 SERVING_INPUT = "image_bytes"
 
+# The model card inside a pushed version directory (SERVING_DIR/<model_name>/<version>/).
+MODEL_CARD_PATH = "assets.extra/model_card.json"
+
 SPLIT_NAMES = ["train", "eval", "test"]
 
 # Folder names users give their classes (Kaggle and hospital exports), matched after
