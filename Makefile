@@ -15,6 +15,8 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
 	$(BIN)/pip install --quiet --ignore-requires-python -c constraints.txt -e ".[test]"
+	# Streamlit (`cxr app`) without its dependency resolution: see extras "app" in setup.py.
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt streamlit
 	touch $@
 
 demo: install

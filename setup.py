@@ -1,6 +1,15 @@
 """Package metadata and the `cxr` console script (the single source for both)."""
 from setuptools import find_packages, setup
 
+APP_REQUIREMENTS = [
+    "altair>=5,<7",
+    "blinker>=1.5,<2",
+    "gitpython>=3.0.7,<4",
+    "pydeck>=0.8,<1",
+    "toml>=0.10.1,<2",
+    "watchdog>=2.1.5,<7",
+]
+
 setup(
     name="cxr-tfx",
     version="0.1.0",
@@ -12,7 +21,7 @@ setup(
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["cxr", "cxr.*", "pipeline", "pipeline.*", "components",
                                     "components.*", "models", "models.*", "schemas",
-                                    "serving", "serving.*"]),
+                                    "serving", "serving.*", "app", "app.*"]),
     package_data={"models": ["weights/*.h5", "weights/*.md"], "schemas": ["*.pbtxt"]},
     install_requires=[
         "tfx>=1.16,<1.17",
@@ -43,6 +52,14 @@ setup(
         "pylibjpeg-openjpeg>=2.3,<2.4",
         "pylibjpeg-rle>=2.0,<2.1",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # `cxr app`. Streamlit itself is not listed: every release that accepts protobuf 4
+        # (which TFX 1.16 needs) also caps pillow below 13 or packaging below 26, both older
+        # than the stack's, so the Makefile installs it with --no-deps (pinned in
+        # constraints.txt). These are its other runtime requirements.
+        "app": APP_REQUIREMENTS,
+        # The browser test drives Debian's chromium (apt) with Playwright; no browser download.
+        "test": ["pytest>=8", "playwright>=1.65,<2", *APP_REQUIREMENTS],
+    },
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},
 )

@@ -455,6 +455,40 @@ def _gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_app_parser(commands) -> None:
+    from app import launch
+
+    app = commands.add_parser(
+        "app", help="web demo (Streamlit): upload a chest X-ray, see the prediction, its "
+                    "Grad-CAM and the model card")
+    launch.add_model_arguments(app)
+    app.add_argument("--port", type=int, default=launch.DEFAULT_PORT)
+    app.add_argument("--address", default=launch.DEFAULT_ADDRESS,
+                     help="interface to listen on (default: loopback only)")
+
+
+def _app(args: argparse.Namespace) -> int:
+    """Checks the model and flags, then runs the Streamlit server until Ctrl-C."""
+    from app import launch
+    from app.predictors import resolve_model_dir
+    from serving.server import ModelDirError
+
+    try:
+        options = launch.check_options(launch.AppOptions(args.model_dir, args.server,
+                                                         args.model_name))
+        if options.model_dir:
+            model = resolve_model_dir(options.model_dir, options.model_name)
+            print(f"Model {model.name!r} version {model.version} from {model.directory}")
+    except (launch.LaunchError, ModelDirError) as error:
+        raise UsageError(str(error))
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port must be between 1 and 65535, got {args.port}")
+    print(f"Starting the web demo on http://{args.address}:{args.port} (research and "
+          "education only; not for clinical use). Ctrl-C stops it.", flush=True)
+    launch.run_streamlit(launch.streamlit_arguments(options, args.port, args.address))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cxr", description="Chest X-ray TFX pipeline (research and education only; "
@@ -470,12 +504,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_export_parser(commands)
     _add_gradcam_parser(commands)
     _add_check_data_parser(commands)
+    _add_app_parser(commands)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv
     handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
-                "gradcam": _gradcam, "check-data": _check_data,
-                "predict": _predict, "serve": _serve, "export": _export}
+                "gradcam": _gradcam, "check-data": _check_data, "predict": _predict,
+                "serve": _serve, "export": _export, "app": _app}
     try:
         return handlers[args.command](args)
     except UsageError as error:

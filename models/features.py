@@ -43,6 +43,12 @@ CLASS_NAMES_OUTPUT = "class_names"
 PREDICTED_CLASS_OUTPUT = "predicted_class"
 SERVING_INPUT = "image_bytes"
 
+# The model card inside a pushed version directory (SERVING_DIR/<model_name>/<version>/):
+# assets.extra/ is the folder TF Serving leaves alone.
+SERVING_EXTRAS_DIR = "assets.extra"
+MODEL_CARD_FILE = "model_card.json"
+MODEL_CARD_PATH = f"{SERVING_EXTRAS_DIR}/{MODEL_CARD_FILE}"
+
 SPLIT_NAMES = ["train", "eval", "test"]
 
 # Architectures models/builders.py can build (`cxr run --model`).

@@ -16,7 +16,7 @@ from models import features
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-JSON_FILE = "model_card.json"
+JSON_FILE = features.MODEL_CARD_FILE
 MARKDOWN_FILE = "model_card.md"
 HTML_FILE = "model_card.html"
 CONFUSION_FILE = "confusion_matrix.png"

@@ -23,9 +23,10 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components.model_card import render
+from models import features
 
 MODEL_CARD_KEY = "model_card"
-ASSETS_EXTRA = "assets.extra"
+ASSETS_EXTRA = features.SERVING_EXTRAS_DIR
 STAGING_PREFIX = ".staging-"
 SAVED_MODEL_FILE = "saved_model.pb"
 
