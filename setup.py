@@ -34,6 +34,9 @@ setup(
         "onnx>=1.17,<1.19",
         "onnxruntime>=1.20,<2",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8"],
+                    # bench/ samples the pipeline's memory (python -m bench, `make bench`).
+                    # py-spy: where the time goes when a goal is missed (docs/benchmarks.md).
+                    "bench": ["psutil>=7,<8", "py-spy>=0.4,<0.5"]},
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},
 )
