@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # tf.Transform and TFMA 1.16 need Keras 2 (tf-keras) in every process.
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 install: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
-	$(BIN)/pip install --quiet --ignore-requires-python -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet --ignore-requires-python -c constraints.txt -e ".[test,bench]"
 	# Streamlit (`cxr app`) without its dependency resolution: see extras "app" in setup.py.
 	$(BIN)/pip install --quiet --no-deps -c constraints.txt streamlit
 	touch $@
@@ -24,6 +24,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Pipeline vs plain Keras, throughput, serving, memory: bench/results/latest.json and
+# docs/benchmarks.md. Settings: make bench BENCH_ARGS="--model mobilenet_v2 --epochs 5".
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf outputs

@@ -60,6 +60,9 @@ setup(
         "app": APP_REQUIREMENTS,
         # The browser test drives Debian's chromium (apt) with Playwright; no browser download.
         "test": ["pytest>=8", "playwright>=1.65,<2", *APP_REQUIREMENTS],
+        # bench/ samples the pipeline's memory (python -m bench, `make bench`).
+        # py-spy: where the time goes when a goal is missed (docs/benchmarks.md).
+        "bench": ["psutil>=7,<8", "py-spy>=0.4,<0.5"],
     },
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},
 )

@@ -1,0 +1,90 @@
+"""The benchmark machinery on tiny data: every section runs and lands in the JSON and table.
+
+No timing assertions: the numbers of a 12-image run mean nothing; what matters is that
+`make bench` produces complete, well-formed results.
+"""
+import json
+import os
+
+import pytest
+
+from bench import __main__ as bench_main
+from bench import measure, plain_keras, report
+from components.image_example_gen import ingest
+from conftest import make_subset
+from models import features
+
+PIPELINE_COMPONENTS = {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer",
+                       "Evaluator", "Pusher"}
+
+
+def test_percentile_interpolates_between_ranks():
+    assert measure.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert measure.percentile([1.0, 2.0, 3.0], 100) == 3.0
+    assert measure.percentile([7.0], 99) == 7.0
+
+
+def test_plain_keras_split_tree_keeps_every_image_once(tmp_path):
+    records = ingest.scan(make_subset(str(tmp_path / "data"), per_class=10))
+    counts = plain_keras.write_split_tree(records, str(tmp_path / "splits"), (70, 15, 15), 0)
+    assert counts == {"train": 21, "eval": 4, "test": 5}
+    linked = []
+    for split in counts:
+        assert sorted(os.listdir(tmp_path / "splits" / split)) == sorted(features.CLASS_NAMES)
+        for label in features.CLASS_NAMES:
+            for name in os.listdir(tmp_path / "splits" / split / label):
+                target = os.path.realpath(tmp_path / "splits" / split / label / name)
+                assert next(r.label for r in records if os.path.realpath(r.path) == target) == label
+                linked.append(target)
+    assert sorted(linked) == sorted(os.path.realpath(r.path) for r in records)
+
+
+def test_missing_data_dir_is_a_one_line_error(tmp_path, capsys):
+    assert bench_main.main(["--data-dir", str(tmp_path / "nothing"),
+                            "--results", str(tmp_path / "r.json"),
+                            "--doc", str(tmp_path / "b.md")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("bench: error: data directory not found") and error.count("\n") == 1
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=4)
+    results_file, doc = tmp_path / "latest.json", tmp_path / "benchmarks.md"
+    doc.write_text(f"# Benchmarks\n\nbefore\n{report.BEGIN}\nstale table\n{report.END}\nafter\n")
+    assert bench_main.main([
+        "--data-dir", data_dir, "--repeats", "1", "--image-size", "32", "--epochs", "1",
+        "--serving-requests", "2", "--work-dir", str(tmp_path / "work"),
+        "--results", str(results_file), "--doc", str(doc)]) == 0
+
+    results = json.loads(results_file.read_text())
+    assert results["settings"]["data_dir"] == data_dir and results["settings"]["repeats"] == 1
+    machine = results["machine"]
+    assert machine["logical_cores"] >= 1 and machine["memory_gib"] > 0
+    assert machine["versions"]["tfx"].startswith("1.16") and len(machine["load_average_at_end"]) == 3
+    e2e = results["end_to_end"]
+    assert PIPELINE_COMPONENTS <= set(e2e["components"])
+    assert sum(c["seconds"]["median"] for c in e2e["components"].values()) \
+        < e2e["pipeline_seconds"]["median"]
+    assert e2e["ratio"]["median"] == pytest.approx(
+        e2e["pipeline_seconds"]["median"] / e2e["plain_keras_seconds"]["median"])
+    assert e2e["components"]["Trainer"]["peak_rss_mib"]["median"] > 100
+    assert sum(e2e["plain_keras_images"].values()) == 12
+    assert results["ingestion"]["images"] == 12
+    assert set(results["ingestion"]["raw_decode_images_per_second"]) == {"pil", "tf_image"}
+    assert results["training_input"]["training_fed_by_input_fn"]["median"] > 0
+    serving = results["serving"]
+    assert set(serving["backends"]) == {"savedmodel_in_process", "grpc_cxr_serve",
+                                        "onnxruntime", "tflite_float32"}
+    for backend in serving["backends"].values():
+        assert [b["batch_size"] for b in backend["batches"]] == [1, 8, 32]
+        assert all(0 < b["p50_ms"] <= b["p99_ms"] for b in backend["batches"])
+    assert [g["goal"] for g in results["goals"]] == [g["goal"] for g in report.goals(results)]
+    assert all(isinstance(g["met"], bool) for g in results["goals"])
+
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nbefore\n") and text.endswith("after\n")
+    assert "stale table" not in text
+    for expected in ("| Trainer |", "| grpc_cxr_serve | encoded bytes | 32 |",
+                     "| training fed by input_fn |", machine["cpu_model"]):
+        assert expected in text
