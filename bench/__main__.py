@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
 from bench import e2e, measure, report, serving_bench, throughput
-from models import builders
+from models import features
 
 SHARED_DATA_DIR = os.path.join(os.path.dirname(measure.REPO_ROOT), "shared", "data", "cxr3")
 SAMPLE_DATA_DIR = os.path.join(measure.REPO_ROOT, "data", "sample")
@@ -32,7 +32,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="python -m bench", description="Benchmarks of the pipeline against plain Keras "
         "and raw decoding; writes the JSON results and the table in docs/benchmarks.md.")
     parser.add_argument("--data-dir", help=f"default: {SHARED_DATA_DIR}, else data/sample")
-    parser.add_argument("--model", choices=builders.MODEL_NAMES, default="baseline_cnn")
+    parser.add_argument("--model", choices=features.MODEL_NAMES, default="baseline_cnn")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -59,7 +59,7 @@ def run_all(args: argparse.Namespace, work_dir: str) -> dict:
     data_dir, note = (args.data_dir, "") if args.data_dir else default_data_dir()
     if note:
         print(f"bench: {note}", flush=True)
-    records = ingest.scan(data_dir)
+    records = ingest.scan(data_dir).records
     settings = e2e.Settings(data_dir=os.path.abspath(data_dir), model=args.model,
                             epochs=args.epochs, image_size=args.image_size,
                             batch_size=args.batch_size, split=args.split)

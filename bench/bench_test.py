@@ -25,7 +25,7 @@ def test_percentile_interpolates_between_ranks():
 
 
 def test_plain_keras_split_tree_keeps_every_image_once(tmp_path):
-    records = ingest.scan(make_subset(str(tmp_path / "data"), per_class=10))
+    records = ingest.scan(make_subset(str(tmp_path / "data"), per_class=10)).records
     counts = plain_keras.write_split_tree(records, str(tmp_path / "splits"), (70, 15, 15), 0)
     assert counts == {"train": 21, "eval": 4, "test": 5}
     linked = []

@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--work-dir", required=True, help="split tree and saved model go here")
-    parser.add_argument("--model", choices=builders.MODEL_NAMES, default="baseline_cnn")
+    parser.add_argument("--model", choices=features.MODEL_NAMES, default="baseline_cnn")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         split = [int(v) for v in args.split.split(",")]
-        records = ingest.scan(args.data_dir)
+        records = ingest.scan(args.data_dir).records
     except (ValueError, ingest.DataError) as error:
         print(f"plain_keras: error: {error}", file=sys.stderr)
         return 2
