@@ -61,3 +61,4 @@ def test_compare_refuses_bad_model_lists(capsys):
     assert cli.main(["compare", "--data-dir", ".", "--models", "mobilenet_v2"]) == 2
     assert "two or more different names" in capsys.readouterr().err
     assert cli.main(["compare", "--data-dir", ".", "--models", "mobilenet_v2,vgg16"]) == 2
+    assert "got 'mobilenet_v2,vgg16'" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import markdown
 import matplotlib
 import numpy as np
 
+from components.model_card.metrics import Estimate
 from models import features
 
 matplotlib.use("Agg")
@@ -51,17 +52,15 @@ def fmt(estimate: Optional[Dict], percent: bool = False) -> str:
     return f"{value} ({low:.3f}-{high:.3f})"
 
 
-def covid_miss_sentence(metrics: Dict) -> str:
+def covid_miss_sentence(test_metrics: Dict) -> str:
     """The COVID-19 false-negative rate, stated plainly."""
     covid = features.CLASS_NAMES[features.COVID_CLASS_ID]
-    positives = metrics["class_counts"][covid]
+    positives = test_metrics["class_counts"][covid]
     if not positives:
         return f"The test split holds no {covid} images, so the miss rate is unknown."
-    detected = metrics["confusion_matrix"][features.COVID_CLASS_ID][features.COVID_CLASS_ID]
-    sensitivity = metrics["per_class"][covid]["sensitivity"]
-    low, high = sensitivity["ci95"]
-    miss = {"value": 1 - sensitivity["value"],
-            "ci95": [None, None] if low is None else [1 - high, 1 - low]}
+    detected = test_metrics["confusion_matrix"][features.COVID_CLASS_ID][features.COVID_CLASS_ID]
+    sensitivity = test_metrics["per_class"][covid]["sensitivity"]
+    miss = Estimate(sensitivity["value"], *sensitivity["ci95"]).complement().to_json()
     return (f"Of {positives} {covid} test images, {positives - detected} were called something "
             f"else: a false-negative rate of {fmt(miss, percent=True)} (95% CI over patients). "
             f"Every missed {covid} case is a sick patient told they do not have it.")
