@@ -36,6 +36,8 @@ setup(
         "onnx>=1.17,<1.19",
         "onnxruntime>=1.20,<2",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    # Notebook execution (notebooks/notebooks_test.py runs them with nbclient).
+    extras_require={"test": ["pytest>=8", "nbclient>=0.11,<0.12", "nbformat>=5.11,<6",
+                             "ipykernel>=7.4,<8"]},
     entry_points={"console_scripts": ["cxr=cxr.cli:main"]},
 )
