@@ -59,7 +59,9 @@ setup(
         # constraints.txt). These are its other runtime requirements.
         "app": APP_REQUIREMENTS,
         # The browser test drives Debian's chromium (apt) with Playwright; no browser download.
-        "test": ["pytest>=8", "playwright>=1.65,<2", *APP_REQUIREMENTS],
+        # nbclient, nbformat, ipykernel: notebooks/notebooks_test.py executes the notebooks.
+        "test": ["pytest>=8", "playwright>=1.65,<2", "nbclient>=0.11,<0.12",
+                 "nbformat>=5.11,<6", "ipykernel>=7.4,<8", *APP_REQUIREMENTS],
         # bench/ samples the pipeline's memory (python -m bench, `make bench`).
         # py-spy: where the time goes when a goal is missed (docs/benchmarks.md).
         "bench": ["psutil>=7,<8", "py-spy>=0.4,<0.5"],
