@@ -60,8 +60,11 @@ setup(
         "app": APP_REQUIREMENTS,
         # The browser test drives Debian's chromium (apt) with Playwright; no browser download.
         # nbclient, nbformat, ipykernel: notebooks/notebooks_test.py executes the notebooks.
+        # pyjpegls encodes the DICOM tests' JPEG-LS files (pydicom has no encoder of its own;
+        # decoding needs only pylibjpeg-libjpeg above); 1.5 needs numpy 2.
         "test": ["pytest>=8", "playwright>=1.65,<2", "nbclient>=0.11,<0.12",
-                 "nbformat>=5.11,<6", "ipykernel>=7.4,<8", *APP_REQUIREMENTS],
+                 "nbformat>=5.11,<6", "ipykernel>=7.4,<8", "pyjpegls>=1.4,<1.5",
+                 *APP_REQUIREMENTS],
         # bench/ samples the pipeline's memory (python -m bench, `make bench`).
         # py-spy: where the time goes when a goal is missed (docs/benchmarks.md).
         "bench": ["psutil>=7,<8", "py-spy>=0.4,<0.5"],

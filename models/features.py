@@ -16,16 +16,28 @@ PATIENT_ID_KEY = "patient_id"
 SOURCE_KEY = "source"
 VIEW_KEY = "view"
 AGE_GROUP_KEY = "age_group"
+SEX_KEY = "sex"
 HEIGHT_KEY = "height"
 WIDTH_KEY = "width"
-METADATA_KEYS = [PATIENT_ID_KEY, SOURCE_KEY, VIEW_KEY, AGE_GROUP_KEY]
+# Describe the image, never feed the model: Transform drops them, the evaluation slices by some.
+METADATA_KEYS = [PATIENT_ID_KEY, SOURCE_KEY, VIEW_KEY, AGE_GROUP_KEY, SEX_KEY]
 
 AGE_GROUPS = ["adult", "pediatric", "unknown"]
-# Read from DICOM headers (PatientSex) for callers such as a web front end; not an
-# example feature, because the schema and the bundled data have no sex column.
-SEX_KEY = "sex"
-SEXES = ["M", "F", "O"]
 UNKNOWN = "unknown"
+# DICOM PatientSex codes. An example's sex is one of them or UNKNOWN: from the manifest's
+# optional `sex` column, else the DICOM header, else UNKNOWN.
+SEXES = ["M", "F", "O"]
+# Manifest spellings, matched after lower-casing and stripping; an empty cell is UNKNOWN too.
+SEX_ALIASES: Dict[str, str] = {
+    "m": "M",
+    "male": "M",
+    "f": "F",
+    "female": "F",
+    "o": "O",
+    "other": "O",
+    "u": UNKNOWN,
+    "unknown": UNKNOWN,
+}
 
 # Features produced by Transform's preprocessing_fn.
 IMAGE_XF_KEY = "image_xf"

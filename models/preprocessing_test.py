@@ -60,3 +60,15 @@ def test_preprocessing_fn_maps_labels_in_the_fixed_class_order():
         {"image_size": 40})
     assert outputs[features.IMAGE_XF_KEY].shape == (len(labels), 40, 40, 3)
     assert outputs[features.LABEL_XF_KEY].numpy().tolist() == [0, 1, 2, -1]
+
+
+def test_metadata_such_as_sex_never_reaches_the_model():
+    path = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
+    raw = open(path, "rb").read()
+    metadata = {key: tf.constant([["M"], ["F"]]) for key in features.METADATA_KEYS}
+    outputs = preprocessing.preprocessing_fn(
+        {features.IMAGE_KEY: tf.constant([[raw]] * 2),
+         features.LABEL_KEY: tf.constant([["Normal"]] * 2), **metadata}, {"image_size": 32})
+    assert set(outputs) == {features.IMAGE_XF_KEY, features.LABEL_XF_KEY}
+    np.testing.assert_array_equal(outputs[features.IMAGE_XF_KEY][0],
+                                  outputs[features.IMAGE_XF_KEY][1])

@@ -4,7 +4,7 @@ import os
 import shutil
 import struct
 import zlib
-from typing import Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 from PIL import Image
@@ -39,8 +39,13 @@ def png_header_only(width: int, height: int) -> bytes:
 
 
 def make_dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 16,
-               syntax: str = ExplicitVRLittleEndian, **tags) -> bytes:
-    """A DICOM Part 10 file as a hospital would export it (identifying tags included)."""
+               syntax: str = ExplicitVRLittleEndian,
+               compress_options: Optional[Dict[str, Any]] = None, **tags) -> bytes:
+    """A DICOM Part 10 file as a hospital would export it (identifying tags included).
+
+    Compressed syntaxes are encoded by pydicom's own encoders (compress_options go to
+    Dataset.compress, e.g. jls_error for JPEG-LS near-lossless).
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -63,7 +68,7 @@ def make_dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits_stored
     for name, value in tags.items():
         setattr(dataset, name, value)
     if syntax != ExplicitVRLittleEndian:
-        dataset.compress(syntax)
+        dataset.compress(syntax, **(compress_options or {}))
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()

@@ -3,15 +3,21 @@ import io
 import numpy as np
 import pydicom
 import pytest
+import tensorflow as tf
 from PIL import Image
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, ExplicitVRLittleEndian, RLELossless
+from pydicom.pixels import get_decoder
+from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
+                         JPEGLSLossless, JPEGLSNearLossless, RLELossless)
 
-from components.image_example_gen import dicom
+from components.image_example_gen import checks, dicom, ingest
 from components.image_example_gen.conftest import make_dicom
 from models import features
 
 GRADIENT_12_BIT = (np.arange(64 * 80).reshape(64, 80) * 4095 // (64 * 80 - 1)).astype(np.uint16)
+# Noise is what a lossless codec finds hardest to keep exact; 0 and 4095 fix the 8-bit stretch.
+NOISE_12_BIT = np.random.default_rng(7).integers(0, 4096, (64, 80)).astype(np.uint16)
+NOISE_12_BIT[0, :2] = (0, 4095)
 
 
 def _png_pixels(png: bytes) -> np.ndarray:
@@ -20,16 +26,61 @@ def _png_pixels(png: bytes) -> np.ndarray:
         return np.asarray(image)
 
 
-@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless])
-def test_12_bit_monochrome2_uses_the_full_8_bit_range(syntax):
-    data = make_dicom(GRADIENT_12_BIT, bits_stored=12, syntax=syntax)
-    if syntax != ExplicitVRLittleEndian:
-        assert pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID == syntax
-    pixels = _png_pixels(dicom.dicom_to_png(data))
-    assert pixels.shape == (64, 80)
-    assert (pixels.min(), pixels.max()) == (0, 255)
-    expected = np.round(GRADIENT_12_BIT / 4095 * 255)
-    assert np.abs(pixels - expected).max() <= 1
+def _ingested_pixels(tmp_path, data: bytes) -> np.ndarray:
+    """The file through the pipeline's own path (inspect_record), as Transform decodes it."""
+    path = tmp_path / "scan0001"  # no extension: found by its preamble, as in hospital exports
+    path.write_bytes(data)
+    outcome = ingest.inspect_record(ingest.ImageRecord(str(path), "Normal", "p1"),
+                                    checks.CheckOptions())
+    assert isinstance(outcome, ingest.Accepted), outcome
+    assert outcome.image.conversion == "DICOM converted to 8-bit PNG"
+    decoded = tf.io.decode_image(outcome.image.encoded, channels=0, expand_animations=False)
+    assert decoded.dtype == tf.uint8 and decoded.shape[-1] == 1
+    return decoded.numpy()[..., 0]
+
+
+def _transfer_syntax(data: bytes) -> str:
+    return pydicom.dcmread(io.BytesIO(data)).file_meta.TransferSyntaxUID
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless,
+                                    JPEGLSLossless], ids=lambda syntax: syntax.name)
+def test_12_bit_lossless_syntaxes_are_stored_exactly_over_the_full_8_bit_range(tmp_path, syntax):
+    data = make_dicom(NOISE_12_BIT, bits_stored=12, syntax=syntax)
+    assert _transfer_syntax(data) == syntax
+
+    pixels = _ingested_pixels(tmp_path, data)
+
+    np.testing.assert_array_equal(pixels, np.round(NOISE_12_BIT / 4095 * 255).astype(np.uint8))
+
+
+def test_jpeg_ls_near_lossless_stays_within_its_error_bound(tmp_path):
+    data = make_dicom(NOISE_12_BIT, bits_stored=12, syntax=JPEGLSNearLossless,
+                      compress_options={"jls_error": 3})
+    assert _transfer_syntax(data) == JPEGLSNearLossless
+    stored = pydicom.dcmread(io.BytesIO(data)).pixel_array.astype(int)
+    assert 0 < np.abs(stored - NOISE_12_BIT).max() <= 3  # really lossy, within the bound
+
+    pixels = _ingested_pixels(tmp_path, data).astype(int)
+
+    assert np.abs(pixels - np.round(NOISE_12_BIT / 4095 * 255)).max() <= 1
+
+
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEGLSNearLossless],
+                         ids=lambda syntax: syntax.name)
+def test_jpeg_ls_decodes_with_the_plugin_setup_py_installs(syntax):
+    """pyjpegls only makes the test files; production decodes with pylibjpeg-libjpeg."""
+    assert "pylibjpeg" in get_decoder(syntax).available_plugins
+    data = make_dicom(NOISE_12_BIT, bits_stored=12, syntax=syntax)
+    decoded = pydicom.pixels.pixel_array(io.BytesIO(data), decoding_plugin="pylibjpeg")
+    np.testing.assert_array_equal(decoded, NOISE_12_BIT)
+
+
+def test_8_bit_rle_is_stored_unchanged(tmp_path):
+    source = (NOISE_12_BIT >> 4).astype(np.uint8)
+    data = make_dicom(source, bits_stored=8, syntax=RLELossless)
+    assert _transfer_syntax(data) == RLELossless
+    np.testing.assert_array_equal(_ingested_pixels(tmp_path, data), source)
 
 
 def test_monochrome1_is_inverted_so_bone_is_bright():
@@ -39,18 +90,24 @@ def test_monochrome1_is_inverted_so_bone_is_bright():
     assert pixels[:, :32].min() == 255 and pixels[:, 32:].max() == 0
 
 
-def test_jpeg_baseline_pixel_data_is_decoded():
+def test_jpeg_baseline_pixel_data_is_decoded(tmp_path):
+    """pydicom cannot encode JPEG baseline: Pillow's JPEG is encapsulated as PACS do."""
     source = np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (72, 1))
+    source[:, 40:56] = np.random.default_rng(7).integers(0, 256, (72, 16))  # detail to lose
     buffer = io.BytesIO()
     Image.fromarray(source).save(buffer, format="JPEG", quality=95)
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:  # libjpeg-turbo, as a viewer
+        expected = np.asarray(image).astype(int)
+    assert np.abs(expected - source).max() > 0  # lossy: the comparison is with a decoder
     data = make_dicom(np.zeros((72, 96), np.uint8), bits_stored=8)
     dataset = pydicom.dcmread(io.BytesIO(data))
     dataset.PixelData = encapsulate([buffer.getvalue()])
     dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     out = io.BytesIO()
     dataset.save_as(out, enforce_file_format=True)
-    pixels = _png_pixels(dicom.dicom_to_png(out.getvalue())).astype(int)
-    assert np.abs(pixels - source.astype(int)).max() <= 6
+    pixels = _ingested_pixels(tmp_path, out.getvalue()).astype(int)
+    assert (pixels.min(), pixels.max()) == (0, 255) == (expected.min(), expected.max())
+    assert np.abs(pixels - expected).max() <= 1  # IDCTs may round differently
 
 
 def test_rescale_and_window_come_before_scaling():

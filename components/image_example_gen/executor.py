@@ -63,6 +63,7 @@ def accepted_to_example(accepted: ingest.Accepted) -> tf.train.Example:
         features.SOURCE_KEY: _bytes_feature(record.source.encode()),
         features.VIEW_KEY: _bytes_feature(record.view.encode()),
         features.AGE_GROUP_KEY: _bytes_feature(record.age_group.encode()),
+        features.SEX_KEY: _bytes_feature(record.sex.encode()),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature))
 

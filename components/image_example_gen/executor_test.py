@@ -86,6 +86,8 @@ def test_bad_files_are_quarantined_and_the_valid_ones_still_split(tmp_path):
 
     dicom_example = next(e for e in stored if _value(e, features.VIEW_KEY) == b"PA")
     assert _value(dicom_example, features.AGE_GROUP_KEY) == b"adult"
+    assert [_value(e, features.SEX_KEY) for e in stored].count(b"unknown") == len(stored) - 1
+    assert _value(dicom_example, features.SEX_KEY) == b"F"  # PatientSex; the folders have none
     assert _value(dicom_example, features.IMAGE_KEY).startswith(b"\x89PNG")
     assert (_value(dicom_example, features.HEIGHT_KEY), _value(dicom_example, features.WIDTH_KEY)) \
         == (80, 96)

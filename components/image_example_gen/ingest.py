@@ -3,8 +3,10 @@
 Two layouts are accepted: a folder per class (Kaggle style) or a folder holding a
 `manifest.csv`. Labels are mapped to the canonical class names through the aliases in
 models.features; a label that matches no alias stops ingestion with an error listing the
-known labels, or, with ignore_unknown_labels, quarantines its files. Every file under a
-class folder is a candidate, whatever its extension: checks.py decides from the content.
+known labels, or, with ignore_unknown_labels, quarantines its files. A manifest `sex` that
+is not a known spelling stops it likewise (no flag: the cell is wrong, not the image). Every
+file under a class folder is a candidate, whatever its extension: checks.py decides from the
+content.
 Files are read through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for
 Vertex AI and Dataflow.
 """
@@ -33,6 +35,7 @@ MANIFEST_OPTIONAL_COLUMNS = {
     "view": features.VIEW_KEY,
     "age_group": features.AGE_GROUP_KEY,
 }
+MANIFEST_SEX_COLUMN = "sex"
 # Kermany-style file names carry the patient: person123_bacteria_456.jpeg, IM-0456-0001.jpeg.
 _PATIENT_IN_FILENAME = re.compile(r"^(person\d+|(?:NORMAL2-)?IM-\d+)[_-]", re.IGNORECASE)
 
@@ -83,6 +86,7 @@ class ImageRecord:
     source: str = features.UNKNOWN
     view: str = features.UNKNOWN
     age_group: str = features.UNKNOWN
+    sex: str = features.UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class ScanResult:
 
 @dataclass(frozen=True)
 class Accepted:
-    record: ImageRecord  # view and age group filled in from a DICOM header where unknown
+    record: ImageRecord  # view, age group and sex filled in from a DICOM header where unknown
     image: checks.CheckedImage
 
 
@@ -112,6 +116,12 @@ def canonical_label(name: str) -> str:
         return name
     key = re.sub(r"[\s_\-]", "", name.strip().lower())
     return features.LABEL_ALIASES.get(key, name.strip())
+
+
+def canonical_sex(value: Optional[str]) -> Optional[str]:
+    """A manifest cell -> one of features.SEXES or UNKNOWN (empty cells too); None if invalid."""
+    key = (value or "").strip().lower()
+    return features.SEX_ALIASES.get(key) if key else features.UNKNOWN
 
 
 def patient_from_filename(path: str) -> str:
@@ -175,6 +185,7 @@ def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.Qu
     if missing_columns:
         raise DataError(f"{manifest} lacks required column(s): {', '.join(missing_columns)}")
     records, missing_files = [], []
+    bad_sexes: Dict[str, List[int]] = defaultdict(list)
     for line, row in enumerate(reader, start=2):
         path = os.path.join(base, (row["file"] or "").strip())
         if not (row["file"] or "").strip() or not tf.io.gfile.exists(path) \
@@ -189,8 +200,19 @@ def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.Qu
         }
         if metadata[features.PATIENT_ID_KEY] == features.UNKNOWN:
             metadata[features.PATIENT_ID_KEY] = patient_from_filename(path)
+        sex = canonical_sex(row.get(MANIFEST_SEX_COLUMN))
+        if sex is None:
+            bad_sexes[row[MANIFEST_SEX_COLUMN].strip()].append(line)
+            continue
         records.append(ImageRecord(path=path, label=canonical_label(row["label"] or ""),
-                                   **metadata))
+                                   sex=sex, **metadata))
+    if bad_sexes:
+        values = ", ".join(
+            f"{value!r} ({len(lines)} row{'s' * (len(lines) > 1)}, first on line {lines[0]})"
+            for value, lines in sorted(bad_sexes.items()))
+        raise DataError(f"{manifest}: unknown {MANIFEST_SEX_COLUMN} value(s) {values}; use one "
+                        f"of {', '.join(features.SEX_ALIASES)} (any case), or leave the cell "
+                        "empty when it is not known")
     return records, missing_files
 
 
@@ -208,7 +230,8 @@ def inspect_record(record: ImageRecord, options: checks.CheckOptions
     except checks.Rejected as rejection:
         return quarantine.QuarantineRecord(record.path, rejection.reason, rejection.detail)
     header = image.dicom_metadata or {}
-    updates = {key: header[key] for key in (features.VIEW_KEY, features.AGE_GROUP_KEY)
+    updates = {key: header[key]
+               for key in (features.VIEW_KEY, features.AGE_GROUP_KEY, features.SEX_KEY)
                if getattr(record, key) == features.UNKNOWN and key in header}
     return Accepted(dataclasses.replace(record, **updates), image)
 

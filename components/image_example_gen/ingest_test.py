@@ -1,11 +1,13 @@
 import os
 import random
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from components.image_example_gen import checks, ingest, quarantine
-from components.image_example_gen.conftest import PATIENT_NAME, make_messy_data
+from components.image_example_gen.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
+                                                   make_dicom, make_messy_data)
 from conftest import SAMPLE_DIR
 from models import features
 
@@ -77,10 +79,58 @@ def test_manifest_with_extra_and_missing_optional_columns(tmp_path):
 
     records = ingest.scan(str(tmp_path)).records
 
-    assert [(r.label, r.patient_id, r.source, r.view, r.age_group) for r in records] == [
-        ("COVID-19", "IM-0456", "unknown", "PA", "unknown"),
-        ("Normal", "p7", "unknown", "unknown", "unknown"),
+    assert [(r.label, r.patient_id, r.source, r.view, r.age_group, r.sex) for r in records] == [
+        ("COVID-19", "IM-0456", "unknown", "PA", "unknown", "unknown"),
+        ("Normal", "p7", "unknown", "unknown", "unknown", "unknown"),
     ]
+
+
+def test_manifest_sex_column_is_normalised_to_the_vocabulary(tmp_path):
+    cells = {"a": "M", "b": "female", "c": " o ", "d": "", "e": "U", "f": "Unknown", "g": "f"}
+    for name in cells:
+        _image(str(tmp_path / f"{name}.png"))
+    (tmp_path / "manifest.csv").write_text("file,label,sex\n" + "".join(
+        f"{name}.png,Normal,{cell}\n" for name, cell in cells.items()))
+
+    records = ingest.scan(str(tmp_path)).records
+
+    assert {os.path.basename(r.path): r.sex for r in records} == {
+        "a.png": "M", "b.png": "F", "c.png": "O", "d.png": "unknown", "e.png": "unknown",
+        "f.png": "unknown", "g.png": "F"}
+
+
+def test_manifest_sex_outside_the_vocabulary_stops_with_one_line(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        _image(str(tmp_path / f"{name}.png"))
+    (tmp_path / "manifest.csv").write_text(
+        "file,label,sex\na.png,Normal,M\nb.png,Normal,X\nc.png,Normal,2\nd.png,covid,X\n")
+    with pytest.raises(ingest.DataError) as info:
+        ingest.scan(str(tmp_path))
+    assert str(info.value) == (
+        f"{tmp_path / 'manifest.csv'}: unknown sex value(s) '2' (1 row, first on line 4), "
+        "'X' (2 rows, first on line 3); use one of m, male, f, female, o, other, u, unknown "
+        "(any case), or leave the cell empty when it is not known")
+
+
+def test_bundled_sample_without_a_sex_column_is_all_unknown():
+    records = ingest.scan(SAMPLE_DIR).records
+    assert len(records) == 120 and {r.sex for r in records} == {features.UNKNOWN}
+
+
+def test_dicom_header_gives_sex_only_where_the_manifest_leaves_it_empty(tmp_path):
+    gray = np.asarray(gradient()).astype(np.uint16) * 16
+    for name, header_sex in (("a.dcm", "F"), ("b.dcm", "F"), ("c.dcm", "")):
+        (tmp_path / name).write_bytes(make_dicom(gray, bits_stored=12, PatientSex=header_sex))
+    (tmp_path / "manifest.csv").write_text(
+        "file,label,sex\na.dcm,Normal,\nb.dcm,Normal,male\nc.dcm,Normal,\n")
+
+    accepted, report = ingest.check_data(str(tmp_path), ingest.IngestOptions())
+
+    assert report.quarantined == []
+    assert {os.path.basename(a.record.path): a.record.sex for a in accepted} == {
+        "a.dcm": "F", "b.dcm": "M", "c.dcm": "unknown"}
+    assert all(PATIENT_ID not in repr(a.record) and PATIENT_NAME not in repr(a.record)
+               for a in accepted)
 
 
 def test_manifest_missing_required_column_is_named(tmp_path):
@@ -172,7 +222,8 @@ def test_check_data_gives_every_file_an_example_or_a_record(tmp_path):
     assert duplicate.detail == (f"same content as {tmp_path / first_covid} "
                                 "(labelled Pneumonia here, COVID-19 there)")
     scan = next(a for a in accepted if a.record.path.endswith("scan0001"))
-    assert (scan.record.view, scan.record.age_group) == ("PA", "adult")
+    assert (scan.record.view, scan.record.age_group, scan.record.sex) == ("PA", "adult", "F")
+    assert {a.record.sex for a in accepted if a is not scan} == {features.UNKNOWN}
     assert report.problems() == []
 
 

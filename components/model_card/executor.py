@@ -94,12 +94,16 @@ def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, pat
 
 
 def read_predictions(path: str) -> Tuple[List[Dict[str, str]], np.ndarray]:
-    """The rows and probabilities write_predictions saved (for `cxr compare`, notebooks)."""
+    """The rows and probabilities write_predictions saved (for `cxr compare`, notebooks).
+
+    A metadata column the file lacks (sex, in cards written before examples had it) reads
+    as unknown, so that runs cached from older versions can still be compared.
+    """
     with tf.io.gfile.GFile(path) as f:
         table = list(csv.DictReader(f))
     probabilities = np.array([[float(r[f"p_{name}"]) for name in features.CLASS_NAMES]
                               for r in table]).reshape(-1, features.NUM_CLASSES)
-    return [{k: r[k] for k in METADATA_KEYS} for r in table], probabilities
+    return [{k: r.get(k, features.UNKNOWN) for k in METADATA_KEYS} for r in table], probabilities
 
 
 def label_ids(rows: List[Dict[str, str]]) -> np.ndarray:

@@ -76,3 +76,17 @@ def test_miss_sentence_without_covid_cases():
     report = metrics.report(np.array([1, 2]), np.eye(3)[[1, 2]], ["a", "b"], resamples=10)
     assert render.covid_miss_sentence(report) == (
         "The test split holds no COVID-19 images, so the miss rate is unknown.")
+
+
+def test_predictions_written_before_examples_had_sex_still_read(tmp_path):
+    rows = [{"label": "Normal", "patient_id": "p1", "source": "s", "view": "PA",
+             "age_group": "adult", "sex": "F"}]
+    executor.write_predictions(rows, np.array([[0.1, 0.2, 0.7]]), str(tmp_path / "new.csv"))
+    header, line = (tmp_path / "new.csv").read_text().splitlines()
+    assert header.startswith(",".join(executor.METADATA_KEYS) + ",p_")
+    (tmp_path / "old.csv").write_text(
+        header.replace(",sex", "") + "\n" + line.replace(",F,", ",") + "\n")
+    for name, sex in (("new.csv", "F"), ("old.csv", "unknown")):
+        read, probabilities = executor.read_predictions(str(tmp_path / name))
+        assert read == [{**rows[0], "sex": sex}]
+        np.testing.assert_allclose(probabilities, [[0.1, 0.2, 0.7]])
