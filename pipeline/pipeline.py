@@ -1,11 +1,12 @@
 """create_pipeline: the one place where the components are wired together."""
 import os
-from typing import List
+from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
 from components.anomaly_gate.component import AnomalyGate
+from components.curated_schema.component import CuratedSchemaImporter
 from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCardGenerator
@@ -73,10 +74,15 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ] + _per_class_specs(config))
 
 
-def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig,
+                    schema_sha256: Optional[str] = None) -> tfx.dsl.Pipeline:
+    """schema_sha256: the curated schema's digest when config.schema_file names the copy
+    inside a container image (compile_vertex), which is not readable here."""
     example_gen = ImageExampleGen(config.data_dir, config.split_percentages,
                                   config.ingest_options)
-    schema_importer = tfx.components.ImportSchemaGen(schema_file=config.schema_file)
+    # Keeps ImportSchemaGen's node id: the same place in the pipeline, under MLMD and on disk.
+    schema_importer = CuratedSchemaImporter(
+        config.schema_file, schema_sha256).with_id("ImportSchemaGen")
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"], schema=schema_importer.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(

@@ -7,6 +7,7 @@ from typing import Optional
 
 from tfx import v1 as tfx
 
+from components.curated_schema.executor import file_sha256
 from pipeline.config import IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline
 from schemas import SCHEMA_FILE
@@ -39,7 +40,7 @@ def compile_vertex(config: PipelineConfig, output_file: str) -> None:
             default_image=config.image),
         output_dir=os.path.dirname(os.path.abspath(output_file)),
         output_filename=os.path.basename(output_file))
-    runner.run(create_pipeline(in_image))
+    runner.run(create_pipeline(in_image, schema_sha256=file_sha256(config.schema_file)))
 
 
 def submit_vertex(pipeline_file: str, project: str, region: str,

@@ -14,10 +14,12 @@ from tfx import version as tfx_version
 from tfx.dsl.components.base import executor_spec
 from tfx.orchestration import data_types
 
+from components.curated_schema.executor import file_sha256
 from conftest import REPO_ROOT
 from pipeline import runners
 from pipeline.config import IMAGE_PROJECT_DIR, IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline
+from schemas import SCHEMA_FILE
 
 IMAGE = "europe-docker.pkg.dev/test-project/cxr/pipeline:test"
 
@@ -112,6 +114,8 @@ def test_schema_is_read_from_the_image_and_runtime_parameters_are_declared(compi
     _, local, spec, _ = compiled
     schema = spec.root.dag.tasks["ImportSchemaGen"].inputs.parameters["schema_file"]
     assert schema.runtime_value.constant_value.string_value == IMAGE_SCHEMA_FILE
+    digest = spec.root.dag.tasks["ImportSchemaGen"].inputs.parameters["schema_sha256"]
+    assert digest.runtime_value.constant_value.string_value == file_sha256(SCHEMA_FILE)
     runtime_parameters = {value.name for node in local.components
                           for value in node.exec_properties.values()
                           if isinstance(value, data_types.RuntimeParameter)}

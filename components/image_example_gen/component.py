@@ -1,4 +1,5 @@
 """ImageExampleGen: FileBasedExampleGen for image folders, with a patient-level split."""
+import glob
 import hashlib
 import os
 from typing import Iterable, Optional, Sequence
@@ -30,6 +31,22 @@ def fingerprint_tree(root: str) -> str:
     return f"files:{len(entries)},sha256:{digest}"
 
 
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def ingestion_code_sha256() -> str:
+    """Digest of the code that decides what an example holds: this package (tests aside) and
+    models/features.py. Part of the cache key, so upgrading the project re-runs ingestion
+    instead of reusing examples made by older code."""
+    sources = sorted(path for path in glob.glob(os.path.join(PACKAGE_DIR, "*.py"))
+                     if not path.endswith(("_test.py", "conftest.py")))
+    digest = hashlib.sha256()
+    for path in sources + [os.path.abspath(features.__file__)]:
+        with open(path, "rb") as f:
+            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
 def check_split_percentages(split_percentages: Sequence[int]) -> None:
     if len(split_percentages) != len(features.SPLIT_NAMES) or min(split_percentages) <= 0:
         raise ValueError(
@@ -56,7 +73,8 @@ class ImageExampleGen(FileBasedExampleGen):
     """Reads a folder per class or a manifest.csv folder; see ingest.py for both layouts.
 
     options (file checks, quarantine limit, unknown labels) reach the executor through
-    custom_config, so changing them invalidates the cached output.
+    custom_config with the ingestion code's digest, so changing either invalidates the cached
+    output.
     """
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
@@ -74,4 +92,4 @@ class ImageExampleGen(FileBasedExampleGen):
             input_config=example_gen_pb2.Input(
                 splits=[example_gen_pb2.Input.Split(name="all", pattern="*")]),
             output_config=output_config,
-            custom_config=executor.custom_config(options))
+            custom_config=executor.custom_config(options, ingestion_code_sha256()))

@@ -23,6 +23,7 @@ from models import features
 _QUARANTINED = "quarantined"
 # Set by Executor.Do for the Beam graph: where the quarantine report is written.
 REPORT_PATH_KEY = "quarantine_report_path"
+CODE_SHA256_KEY = "code_sha256"
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -33,10 +34,13 @@ def _int_feature(value: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
 
 
-def custom_config(options: ingest.IngestOptions) -> example_gen_pb2.CustomConfig:
-    """The ingestion options as the component's custom_config (a Struct packed in Any)."""
+def custom_config(options: ingest.IngestOptions,
+                  code_sha256: str = "") -> example_gen_pb2.CustomConfig:
+    """The ingestion options as the component's custom_config (a Struct packed in Any), with
+    the ingestion code's digest: TFX's cache key sees exec properties, not the code."""
     config = example_gen_pb2.CustomConfig()
-    config.custom_config.Pack(json_format.ParseDict(options.to_dict(), struct_pb2.Struct()))
+    values = {**options.to_dict(), CODE_SHA256_KEY: code_sha256}
+    config.custom_config.Pack(json_format.ParseDict(values, struct_pb2.Struct()))
     return config
 
 
@@ -48,7 +52,9 @@ def options_from_exec_properties(exec_properties: Dict[str, Any]) -> ingest.Inge
     proto_utils.json_to_proto(text, config)
     values = struct_pb2.Struct()
     config.custom_config.Unpack(values)
-    return ingest.IngestOptions.from_dict(json_format.MessageToDict(values))
+    options = json_format.MessageToDict(values)
+    options.pop(CODE_SHA256_KEY, None)
+    return ingest.IngestOptions.from_dict(options)
 
 
 def accepted_to_example(accepted: ingest.Accepted) -> tf.train.Example:
