@@ -12,8 +12,11 @@ ENV TF_USE_LEGACY_KERAS=1
 
 # Compiled specs name files under /cxr (IMAGE_PROJECT_DIR in pipeline/config.py). Editable,
 # so the modules, the schema and the MobileNetV2 weights exist once, under /cxr. --no-deps:
-# the base image's stack must not be replaced by other versions.
+# the base image's stack must not be replaced by other versions. The DICOM readers are not in
+# the base image: setup.py's "dicom" extra is installed on its own (requirements.py lists it).
 WORKDIR /cxr
 COPY . /cxr
 RUN pip install --no-cache-dir --no-deps -e /cxr \
-    && python -c "import pipeline.pipeline, models.trainer, models.preprocessing"
+    && python -m cxr.requirements dicom > /tmp/dicom-requirements.txt \
+    && pip install --no-cache-dir -r /tmp/dicom-requirements.txt \
+    && python -c "import pipeline.pipeline, models.trainer, models.preprocessing, pydicom, pylibjpeg"

@@ -10,6 +10,17 @@ APP_REQUIREMENTS = [
     "watchdog>=2.1.5,<7",
 ]
 
+# DICOM input; the plugins decode JPEG (baseline, extended, lossless, JPEG-LS), JPEG 2000 and
+# RLE pixel data. Newer libjpeg/openjpeg plugins need numpy 2. Also the "dicom" extra, which
+# the Dockerfile installs on top of the TFX image (whose stack holds everything else).
+DICOM_REQUIREMENTS = [
+    "pydicom>=3.0,<3.1",
+    "pylibjpeg>=2.0,<2.1",
+    "pylibjpeg-libjpeg>=2.2,<2.3",
+    "pylibjpeg-openjpeg>=2.3,<2.4",
+    "pylibjpeg-rle>=2.0,<2.1",
+]
+
 setup(
     name="cxr-tfx",
     version="0.1.0",
@@ -44,13 +55,7 @@ setup(
         "tf2onnx>=1.17,<1.18",
         "onnx>=1.17,<1.19",
         "onnxruntime>=1.20,<2",
-        # DICOM input; the plugins decode JPEG (baseline, extended, lossless, JPEG-LS),
-        # JPEG 2000 and RLE pixel data. Newer libjpeg/openjpeg plugins need numpy 2.
-        "pydicom>=3.0,<3.1",
-        "pylibjpeg>=2.0,<2.1",
-        "pylibjpeg-libjpeg>=2.2,<2.3",
-        "pylibjpeg-openjpeg>=2.3,<2.4",
-        "pylibjpeg-rle>=2.0,<2.1",
+        *DICOM_REQUIREMENTS,
     ],
     extras_require={
         # `cxr app`. Streamlit itself is not listed: every release that accepts protobuf 4
@@ -58,6 +63,7 @@ setup(
         # than the stack's, so the Makefile installs it with --no-deps (pinned in
         # constraints.txt). These are its other runtime requirements.
         "app": APP_REQUIREMENTS,
+        "dicom": DICOM_REQUIREMENTS,
         # The browser test drives Debian's chromium (apt) with Playwright; no browser download.
         # nbclient, nbformat, ipykernel: notebooks/notebooks_test.py executes the notebooks.
         # pyjpegls encodes the DICOM tests' JPEG-LS files (pydicom has no encoder of its own;

@@ -129,6 +129,7 @@ def test_dockerfile_builds_on_the_pinned_tfx_image_and_installs_where_specs_look
                      dockerfile, re.M)
     assert re.search(rf"^COPY \. {IMAGE_PROJECT_DIR}$", dockerfile, re.M)
     assert re.search(r"^ENV TF_USE_LEGACY_KERAS=1$", dockerfile, re.M)
+    assert "python -m cxr.requirements dicom > /tmp/dicom-requirements.txt" in dockerfile
     assert os.path.relpath(IMAGE_SCHEMA_FILE, IMAGE_PROJECT_DIR) == os.path.join(
         "schemas", "schema.pbtxt")
     assert os.path.isfile(os.path.join(REPO_ROOT, "schemas", "schema.pbtxt"))
