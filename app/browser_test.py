@@ -164,8 +164,11 @@ def test_upload_shows_prediction_heatmaps_and_model_card(browser, start_app, mod
     version = os.listdir(model_base)[0]
     sidebar = page.locator('[data-testid="stSidebar"]')
     sidebar.get_by_text(f"{MODEL_NAME} version {version}").wait_for()
-    assert "Accuracy: 0.833 (95% CI 0.608–0.942)" in sidebar.inner_text()
-    assert "COVID-19 sensitivity: 0.900 (95% CI 0.620–0.980)" in sidebar.inner_text()
+    # Streamlit sends the sidebar element by element: wait for each line, then check it whole.
+    for line in ("Accuracy: 0.833 (95% CI 0.608–0.942)",
+                 "COVID-19 sensitivity: 0.900 (95% CI 0.620–0.980)"):
+        sidebar.get_by_text(line).wait_for()
+        assert line in sidebar.inner_text()
 
     _upload(page, IMAGE)
     assert _predicted_class(page) == expected
