@@ -1,4 +1,5 @@
 """ONNX and TFLite exports against the SavedModel on real test images."""
+import collections
 import json
 import os
 
@@ -21,6 +22,7 @@ def test_float_exports_match_the_savedmodel(trained_model, tmp_path, format_name
     # The issue's bound for float exports; float16 weights have their own (serving/export.py).
     assert report.max_abs_difference <= (export.FLOAT16_TOLERANCE
                                          if format_name == "tflite-fp16" else 1e-3)
+    assert report.disagreements == []
     assert os.path.getsize(output) > 0
     with open(export.parity_report_path(output)) as f:
         saved = json.load(f)
@@ -36,9 +38,62 @@ def test_int8_export_agrees_on_the_top_class(trained_cnn, tmp_path):
     assert report.images == trained_cnn.test_images
     assert report.top_class_agreement >= 0.97
     assert report.max_abs_difference > 0  # really quantized, not a float model
-    float_size = os.path.getsize(os.path.join(trained_cnn.version_dir, "variables",
-                                              "variables.data-00000-of-00001"))
-    assert os.path.getsize(output) < float_size / 3  # int8 weights: about a quarter
+    assert report.float_layers == []
+    assert _io_types(output) == (np.int8, np.int8)
+    assert os.path.getsize(output) < _float_size(trained_cnn) / 3  # int8 weights: a quarter
+
+
+def _io_types(path):
+    interpreter = tf.lite.Interpreter(model_path=path)
+    return (interpreter.get_input_details()[0]["dtype"],
+            interpreter.get_output_details()[0]["dtype"])
+
+
+def _float_size(trained):
+    return os.path.getsize(os.path.join(trained.version_dir, "variables",
+                                        "variables.data-00000-of-00001"))
+
+
+def test_int8_mixed_keeps_the_badly_quantized_layer_float(trained_model, tmp_path):
+    """The debugger singles out MobileNetV2's first depthwise convolution, as on cxr3; on this
+    64 px model keeping it float is not enough for 97 % (README), and the report says so."""
+    output = str(tmp_path / "model_int8_mixed.tflite")
+    try:
+        export.export(trained_model.version_dir, "tflite-int8-mixed", output,
+                      trained_model.examples_dir)
+    except export.ParityError as error:
+        print(error)
+    with open(export.parity_report_path(output)) as f:
+        report = json.load(f)
+    assert report["images"] == trained_model.test_images
+    assert report["passed"] == (report["top_class_agreement"] >= export.INT8_MIN_AGREEMENT)
+    assert len(report["disagreements"]) == round(
+        (1 - report["top_class_agreement"]) * report["images"])
+    assert len(report["float_layers"]) == 1
+    assert "expanded_conv_depthwise" in report["float_layers"][0]
+    assert _io_types(output) == (np.int8, np.int8)
+    assert os.path.getsize(output) < _float_size(trained_model) / 3
+
+
+def test_calibration_images_are_class_balanced_training_images(trained_model):
+    train = export.split_examples(trained_model.examples_dir, "train")
+    test = set(export.split_images(trained_model.examples_dir, "test"))
+    label_of = dict(train)
+    chosen = export.calibration_images(trained_model.examples_dir, count=30)
+    assert len(chosen) == 30
+    assert not test & set(chosen)
+    assert sorted(collections.Counter(label_of[image] for image in chosen).values()) == [10] * 3
+
+
+def test_layer_error_is_measured_in_quantization_steps():
+    """Rounding alone is 1/sqrt(12) steps; a layer two steps off is far above the limit."""
+    values = np.random.default_rng(0).uniform(-0.9, 0.9, 100_000).astype(np.float32)
+    scale, zero_point = 2 / 255, 3
+    rounded = np.round(values / scale + zero_point).astype(np.int8)
+    assert abs(export._layer_error_steps(values, rounded, scale, zero_point)
+               - 1 / np.sqrt(12)) < 0.01
+    assert export._layer_error_steps(values, rounded + 2, scale, zero_point) > (
+        export.MAX_LAYER_ERROR_STEPS)
 
 
 def test_trained_models_are_confident_enough_for_meaningful_checks(trained_model, trained_cnn):
@@ -64,6 +119,21 @@ def test_parity_rules():
     report = export.check_parity("tflite-int8", reference, flipped)
     assert report.top_class_agreement == 0.0 and not report.passed
     assert not export.check_parity("tflite-fp16", reference, flipped).passed
+    assert [d["index"] for d in report.disagreements] == [0, 1]
+
+
+def test_fp16_does_not_count_near_ties_for_the_top_class():
+    """Top two SavedModel probabilities 3e-4 apart (as on cxr3) may swap in float16."""
+    reference = np.array([[0.4777, 0.0443, 0.4780], [0.9, 0.05, 0.05]], dtype=np.float32)
+    swapped = np.array([[0.4783, 0.0457, 0.4760], [0.9, 0.05, 0.05]], dtype=np.float32)
+    report = export.check_parity("tflite-fp16", reference, swapped)
+    assert report.passed and report.near_ties == 1 and report.top_class_agreement == 0.5
+    assert report.disagreements[0]["near_tie"] is True
+    assert not export.check_parity("tflite", reference, swapped).passed
+    # 2e-2 apart: a real top class, even though every probability stays within 5e-2.
+    clear = np.array([[0.50, 0.02, 0.48]], dtype=np.float32)
+    report = export.check_parity("tflite-fp16", clear, clear[:, [2, 1, 0]])
+    assert not report.passed and report.near_ties == 0
 
 
 def test_missing_examples_or_model_are_export_errors(trained_model, tmp_path):
