@@ -5,6 +5,7 @@ from typing import List, Optional
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
+from components import code_digest
 from components.anomaly_gate.component import AnomalyGate
 from components.curated_schema.component import CuratedSchemaImporter
 from components.grad_cam.component import GradCam
@@ -80,6 +81,8 @@ def create_pipeline(config: PipelineConfig,
     inside a container image (compile_vertex), which is not readable here."""
     example_gen = ImageExampleGen(config.data_dir, config.split_percentages,
                                   config.ingest_options)
+    # Transform, Tuner and Trainer run models/ by module path, which TFX does not hash.
+    model_code = {code_digest.CODE_SHA256_KEY: code_digest.source_sha256("models")}
     # Keeps ImportSchemaGen's node id: the same place in the pipeline, under MLMD and on disk.
     schema_importer = CuratedSchemaImporter(
         config.schema_file, schema_sha256).with_id("ImportSchemaGen")
@@ -94,7 +97,7 @@ def create_pipeline(config: PipelineConfig,
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
-        custom_config={"image_size": config.image_size},
+        custom_config={"image_size": config.image_size, **model_code},
         materialize=False,
         disable_statistics=True)
     transform.add_upstream_node(anomaly_gate)
@@ -109,7 +112,7 @@ def create_pipeline(config: PipelineConfig,
         tuner_fn="models.tuning.tuner_fn",
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config=config.tuner_config) if config.tune else None
+        custom_config={**config.tuner_config, **model_code}) if config.tune else None
 
     trainer_class = vertex.Trainer if config.vertex_training else tfx.components.Trainer
     trainer = trainer_class(
@@ -119,7 +122,7 @@ def create_pipeline(config: PipelineConfig,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**config.trainer_config, **config.vertex_training_config})
+        custom_config={**config.trainer_config, **config.vertex_training_config, **model_code})
 
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,

@@ -1,5 +1,4 @@
 """ImageExampleGen: FileBasedExampleGen for image folders, with a patient-level split."""
-import glob
 import hashlib
 import os
 from typing import Iterable, Optional, Sequence
@@ -10,6 +9,7 @@ from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
+from components import code_digest
 from components.image_example_gen import executor, ingest
 from models import features
 
@@ -31,20 +31,10 @@ def fingerprint_tree(root: str) -> str:
     return f"files:{len(entries)},sha256:{digest}"
 
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
 def ingestion_code_sha256() -> str:
-    """Digest of the code that decides what an example holds: this package (tests aside) and
-    models/features.py. Part of the cache key, so upgrading the project re-runs ingestion
-    instead of reusing examples made by older code."""
-    sources = sorted(path for path in glob.glob(os.path.join(PACKAGE_DIR, "*.py"))
-                     if not path.endswith(("_test.py", "conftest.py")))
-    digest = hashlib.sha256()
-    for path in sources + [os.path.abspath(features.__file__)]:
-        with open(path, "rb") as f:
-            digest.update(os.path.basename(path).encode() + b"\0" + f.read())
-    return digest.hexdigest()
+    """The code that decides what an example holds: this package and models/features.py."""
+    return code_digest.source_sha256(os.path.join("components", "image_example_gen"),
+                                     os.path.join("models", "features.py"))
 
 
 def check_split_percentages(split_percentages: Sequence[int]) -> None:

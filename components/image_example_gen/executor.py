@@ -17,13 +17,13 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from components import code_digest
 from components.image_example_gen import ingest, quarantine
 from models import features
 
 _QUARANTINED = "quarantined"
 # Set by Executor.Do for the Beam graph: where the quarantine report is written.
 REPORT_PATH_KEY = "quarantine_report_path"
-CODE_SHA256_KEY = "code_sha256"
 
 
 def _bytes_feature(value: bytes) -> tf.train.Feature:
@@ -39,7 +39,7 @@ def custom_config(options: ingest.IngestOptions,
     """The ingestion options as the component's custom_config (a Struct packed in Any), with
     the ingestion code's digest: TFX's cache key sees exec properties, not the code."""
     config = example_gen_pb2.CustomConfig()
-    values = {**options.to_dict(), CODE_SHA256_KEY: code_sha256}
+    values = {**options.to_dict(), code_digest.CODE_SHA256_KEY: code_sha256}
     config.custom_config.Pack(json_format.ParseDict(values, struct_pb2.Struct()))
     return config
 
@@ -53,7 +53,7 @@ def options_from_exec_properties(exec_properties: Dict[str, Any]) -> ingest.Inge
     values = struct_pb2.Struct()
     config.custom_config.Unpack(values)
     options = json_format.MessageToDict(values)
-    options.pop(CODE_SHA256_KEY, None)
+    options.pop(code_digest.CODE_SHA256_KEY, None)
     return ingest.IngestOptions.from_dict(options)
 
 

@@ -1,0 +1,34 @@
+"""Digests of the project's own code, for TFX cache keys.
+
+TFX keys a component's cache on its parameters and input artifacts. Code named by module
+path (Transform's preprocessing_fn, Trainer's run_fn, Tuner's tuner_fn) or run inside a
+custom executor is not among them, so after an edit TFX would reuse results the old code
+made. A parameter carrying the code's digest makes the edit re-run the step.
+"""
+import glob
+import hashlib
+import os
+
+CODE_SHA256_KEY = "code_sha256"
+# The folder holding the project's packages (the checkout, or site-packages when installed).
+PACKAGES_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def source_sha256(*paths: str) -> str:
+    """sha256 over the named files and packages (their *.py, tests aside), relative to
+    PACKAGES_ROOT; only content and names count, so every checkout of one commit agrees."""
+    files = []
+    for path in paths:
+        full = os.path.join(PACKAGES_ROOT, path)
+        if os.path.isdir(full):
+            files += sorted(name for name in glob.glob(os.path.join(full, "*.py"))
+                            if not name.endswith(("_test.py", "conftest.py")))
+        elif os.path.isfile(full):
+            files.append(full)
+        else:
+            raise FileNotFoundError(f"no such source to fingerprint: {full}")
+    digest = hashlib.sha256()
+    for name in files:
+        with open(name, "rb") as f:
+            digest.update(os.path.relpath(name, PACKAGES_ROOT).encode() + b"\0" + f.read())
+    return digest.hexdigest()

@@ -1,0 +1,17 @@
+"""create_pipeline's wiring, checked on the built pipeline object without running it."""
+import json
+
+from components import code_digest
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+
+def test_model_code_digest_is_in_the_cache_key_of_every_step_running_models(tmp_path):
+    """Transform, Tuner and Trainer name models/ by module path, which TFX does not hash:
+    without the digest an edited trainer.py would hand back the cached model."""
+    pipeline = create_pipeline(PipelineConfig(data_dir=str(tmp_path), tune=True))
+    nodes = {node.id: node for node in pipeline.components}
+    digest = code_digest.source_sha256("models")
+    for node_id in ("Transform", "Tuner", "Trainer"):
+        custom_config = json.loads(nodes[node_id].exec_properties["custom_config"])
+        assert custom_config[code_digest.CODE_SHA256_KEY] == digest, node_id
