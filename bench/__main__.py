@@ -32,10 +32,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="python -m bench", description="Benchmarks of the pipeline against plain Keras "
         "and raw decoding; writes the JSON results and the table in docs/benchmarks.md.")
     parser.add_argument("--data-dir", help=f"default: {SHARED_DATA_DIR}, else data/sample")
-    parser.add_argument("--model", choices=features.MODEL_NAMES, default="baseline_cnn")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--model", choices=features.MODEL_NAMES, default=e2e.Settings.model)
+    parser.add_argument("--epochs", type=int, default=e2e.Settings.epochs)
+    parser.add_argument("--image-size", type=int, default=e2e.Settings.image_size)
+    parser.add_argument("--batch-size", type=int, default=e2e.Settings.batch_size)
     parser.add_argument("--split", default="70,15,15", help="train,eval,test percentages")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every measurement")
     parser.add_argument("--serving-requests", type=int, default=30,
@@ -63,9 +63,10 @@ def run_all(args: argparse.Namespace, work_dir: str) -> dict:
     settings = e2e.Settings(data_dir=os.path.abspath(data_dir), model=args.model,
                             epochs=args.epochs, image_size=args.image_size,
                             batch_size=args.batch_size, split=args.split)
+    split = tuple(int(v) for v in settings.split.split(","))
     PipelineConfig(data_dir=settings.data_dir, model=settings.model, epochs=settings.epochs,
                    image_size=settings.image_size, batch_size=settings.batch_size,
-                   split_percentages=tuple(int(v) for v in settings.split.split(",")))
+                   split_percentages=split)
     results = {"settings": {**vars(settings), "repeats": args.repeats,
                             "serving_requests": args.serving_requests, "data_note": note},
                "machine": measure.machine()}
@@ -79,9 +80,11 @@ def run_all(args: argparse.Namespace, work_dir: str) -> dict:
     raw = throughput.raw_decode_rates([r.path for r in records], args.image_size, args.repeats)
     transform = throughput.transform_rate(uris["Examples"], uris["TransformGraph"],
                                           args.batch_size, args.repeats)
+    print("[ingestion] ImageExampleGen fixed cost and per-image rate ...", flush=True)
+    example_gen = throughput.example_gen_rates(records, split, config.beam_args, args.repeats)
     example_gen_seconds = results["end_to_end"]["components"]["ImageExampleGen"]["seconds"]
     results["ingestion"] = report.ingestion_summary(len(records), example_gen_seconds["median"],
-                                                    raw, transform)
+                                                    raw, transform, example_gen)
 
     print("[training input] input_fn vs in-memory tensors ...", flush=True)
     results["training_input"] = throughput.training_input_rates(

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from bench import __main__ as bench_main
-from bench import measure, plain_keras, report
+from bench import measure, plain_keras, report, throughput
 from components.image_example_gen import ingest
 from conftest import make_subset
 from models import features
@@ -70,7 +70,13 @@ def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
         e2e["pipeline_seconds"]["median"] / e2e["plain_keras_seconds"]["median"])
     assert e2e["components"]["Trainer"]["peak_rss_mib"]["median"] > 100
     assert sum(e2e["plain_keras_images"].values()) == 12
+    assert e2e["overhead_seconds"]["median"] == pytest.approx(
+        e2e["pipeline_seconds"]["median"] - e2e["plain_keras_seconds"]["median"])
     assert results["ingestion"]["images"] == 12
+    example_gen = results["ingestion"]["example_gen"]
+    assert example_gen["small_run_images"] == 3 * throughput.EXAMPLE_GEN_SMALL_PER_CLASS
+    assert example_gen["fixed_seconds"]["median"] > 0
+    assert len(example_gen["full_run_seconds"]["values"]) == 1
     assert set(results["ingestion"]["raw_decode_images_per_second"]) == {"pil", "tf_image"}
     assert results["training_input"]["training_fed_by_input_fn"]["median"] > 0
     serving = results["serving"]
@@ -86,5 +92,6 @@ def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
     assert text.startswith("# Benchmarks\n\nbefore\n") and text.endswith("after\n")
     assert "stale table" not in text
     for expected in ("| Trainer |", "| grpc_cxr_serve | encoded bytes | 32 |",
+                     "| overhead: pipeline − plain (s) |", "ImageExampleGen's fixed cost",
                      "| training fed by input_fn |", machine["cpu_model"]):
         assert expected in text

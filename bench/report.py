@@ -25,6 +25,9 @@ def end_to_end_summary(e2e: Dict[str, object]) -> Dict[str, object]:
         "plain_keras_seconds": summarize([run["wall_seconds"] for run in plain_runs]),
         "ratio": summarize([p["wall_seconds"] / k["wall_seconds"]
                             for p, k in zip(pipeline_runs, plain_runs)]),
+        # What the pipeline costs on top of the plain script's job, whatever the epochs.
+        "overhead_seconds": summarize([p["wall_seconds"] - k["wall_seconds"]
+                                       for p, k in zip(pipeline_runs, plain_runs)]),
         "outside_components_seconds": summarize(outside),
         "components": components,
         "pipeline_peak_rss_mib": summarize([run["peak_rss_mib"] for run in pipeline_runs]),
@@ -41,7 +44,8 @@ def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
     serving = results["serving"]
     rows = [
         ("pipeline / plain Keras wall time", e2e["ratio"]["median"], "<=", 1.5),
-        ("ImageExampleGen / fastest raw decode loop", ingestion["example_gen_ratio"], ">=", 0.5),
+        ("ImageExampleGen per-image rate (fixed start-up excluded) / fastest raw decode loop",
+         ingestion["example_gen_ratio"], ">=", 0.5),
         ("Transform graph / fastest raw decode loop", ingestion["transform_ratio"], ">=", 0.5),
         ("training fed by input_fn / in-memory tensors",
          results["training_input"]["ratio_fed_to_in_memory"]["median"], ">=", 0.9),
@@ -53,14 +57,23 @@ def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
 
 
 def ingestion_summary(images: int, example_gen_seconds: float, raw: Dict[str, dict],
-                      transform: Dict[str, object]) -> Dict[str, object]:
+                      transform: Dict[str, object], example_gen: Dict[str, object]
+                      ) -> Dict[str, object]:
+    """Rates against the fastest raw loop.
+
+    The goal compares like with like: ImageExampleGen's per-image rate with its fixed cost
+    (Beam start-up, measured on a small run) taken out, as the raw loops have none. The rate
+    over the whole component in the pipeline is reported beside it.
+    """
     fastest_raw = max(rate["median"] for rate in raw.values())
-    example_gen_rate = images / example_gen_seconds
+    whole_component_rate = images / example_gen_seconds
     transform_rate = transform["images_per_second"]["median"]
     return {"images": images, "raw_decode_images_per_second": raw,
-            "example_gen_images_per_second": example_gen_rate,
+            "example_gen_images_per_second": whole_component_rate,
+            "example_gen_whole_component_ratio": whole_component_rate / fastest_raw,
+            "example_gen": example_gen,
             "transform_images_per_second": transform["images_per_second"],
-            "example_gen_ratio": example_gen_rate / fastest_raw,
+            "example_gen_ratio": example_gen["per_image_rate"]["median"] / fastest_raw,
             "transform_ratio": transform_rate / fastest_raw}
 
 
@@ -79,6 +92,7 @@ def markdown(results: Dict[str, object]) -> str:
     """The generated section: settings, machine, one table per benchmark, the goals."""
     settings, machine = results["settings"], results["machine"]
     e2e, ingestion = results["end_to_end"], results["ingestion"]
+    example_gen = ingestion["example_gen"]
     training, serving = results["training_input"], results["serving"]
     lines = [
         f"Measured {machine['started_utc']} UTC at commit {machine['git_commit']}, "
@@ -115,6 +129,7 @@ def markdown(results: Dict[str, object]) -> str:
         f"| plain Keras (`python -m bench.plain_keras`) | "
         f"{_spread(e2e['plain_keras_seconds'])} | {_spread(e2e['plain_keras_peak_rss_mib'], 0)} |",
         f"| ratio pipeline / plain | {_spread(e2e['ratio'], 2)} | |",
+        f"| overhead: pipeline − plain (s) | {_spread(e2e['overhead_seconds'])} | |",
         "",
         "Per component of the pipeline (5. peak RSS: the whole pipeline process tree while "
         "the component ran; components share one process, so memory kept from earlier "
@@ -140,10 +155,20 @@ def markdown(results: Dict[str, object]) -> str:
         "|---|---|",
         f"| raw loop: PIL open, grayscale, resize | {_spread(raw['pil'])} |",
         f"| raw loop: tf.io.decode_image + tf.image.resize | {_spread(raw['tf_image'])} |",
-        f"| ImageExampleGen component (images / component wall time) | "
-        f"{ingestion['example_gen_images_per_second']:.1f} |",
+        f"| ImageExampleGen per image, fixed cost excluded (executor alone: "
+        f"{example_gen['images'] - example_gen['small_run_images']} extra images over the "
+        f"extra time of a full run against a {example_gen['small_run_images']}-image run) | "
+        f"{_spread(example_gen['per_image_rate'])} |",
+        f"| ImageExampleGen in the pipeline (images / component wall time, fixed cost "
+        f"included; {ingestion['example_gen_whole_component_ratio']:.2f} of the fastest raw "
+        f"loop) | {ingestion['example_gen_images_per_second']:.1f} |",
         f"| Transform graph over every example (Trainer's input_fn, eval mode) | "
         f"{_spread(ingestion['transform_images_per_second'])} |",
+        "",
+        f"ImageExampleGen's fixed cost (the executor on {example_gen['small_run_images']} "
+        f"images: Beam start-up, pipeline construction, report): "
+        f"{_spread(example_gen['fixed_seconds'])} s; on all {example_gen['images']}: "
+        f"{_spread(example_gen['full_run_seconds'])} s.",
         "",
         "### 3. Training input pipeline",
         "",

@@ -3,11 +3,14 @@
 Everything reads the outputs of a finished pipeline run (its ExampleGen records and
 Transform graph), so the numbers describe the code paths the pipeline really uses.
 """
+import csv
+import dataclasses
 import glob
 import math
 import os
+import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -57,6 +60,84 @@ def raw_decode_rates(paths: List[str], image_size: int, repeats: int) -> Dict[st
             values.append(len(paths) / (time.perf_counter() - start))
         rates[name] = summarize(values)
     return rates
+
+
+# Images per class in the small ImageExampleGen run whose time is taken as the fixed cost.
+EXAMPLE_GEN_SMALL_PER_CLASS = 2
+
+
+def _write_manifest(records: Sequence, folder: str) -> str:
+    """A manifest.csv naming the files by absolute path, so any layout reads the same way."""
+    from components.image_example_gen import ingest
+
+    columns = {"file": "path", "label": "label", **{
+        column: feature for column, feature in ingest.MANIFEST_OPTIONAL_COLUMNS.items()}}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ingest.MANIFEST_NAME), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for record in records:
+            row = dataclasses.asdict(record)
+            writer.writerow([os.path.abspath(row["path"])] + [row[v] for v in
+                                                              list(columns.values())[1:]])
+    return folder
+
+
+def _run_example_gen(data_dir: str, out_dir: str, split_percentages: Sequence[int],
+                     beam_args: Sequence[str]) -> float:
+    """Seconds of the ImageExampleGen executor, with the Beam arguments `cxr run` gives it."""
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.proto import example_gen_pb2
+    from tfx.types import standard_artifacts, standard_component_specs
+
+    from components.image_example_gen import component, executor
+
+    gen = component.ImageExampleGen(data_dir, split_percentages)
+    examples = standard_artifacts.Examples()
+    examples.uri = out_dir
+    properties = {key: gen.exec_properties[key] for key in (
+        standard_component_specs.INPUT_CONFIG_KEY, standard_component_specs.OUTPUT_CONFIG_KEY,
+        standard_component_specs.CUSTOM_CONFIG_KEY)}
+    properties[standard_component_specs.INPUT_BASE_KEY] = data_dir
+    properties[standard_component_specs.OUTPUT_DATA_FORMAT_KEY] = \
+        example_gen_pb2.FORMAT_TF_EXAMPLE
+    start = time.perf_counter()
+    executor.Executor(base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=list(beam_args))).Do(
+            {}, {standard_component_specs.EXAMPLES_KEY: [examples]}, properties)
+    return time.perf_counter() - start
+
+
+def example_gen_rates(records: Sequence, split_percentages: Sequence[int],
+                      beam_args: Sequence[str], repeats: int) -> Dict[str, object]:
+    """ImageExampleGen's fixed cost and its per-image rate, from a small and a full run.
+
+    Both runs go through the executor as the pipeline runs it (checks, deduplication, patient
+    split, gzipped TFRecords, in-process Beam). The small run (a few images per class) is the
+    fixed cost: Beam start-up, pipeline construction and pickling, the quarantine report.
+    The per-image rate is the extra images over the extra time of the full run.
+    """
+    from models import features
+
+    small = [r for name in features.CLASS_NAMES
+             for r in [r for r in records if r.label == name][:EXAMPLE_GEN_SMALL_PER_CLASS]]
+    small_seconds, full_seconds = [], []
+    with tempfile.TemporaryDirectory(prefix="cxr-bench-examplegen-") as work:
+        small_dir = _write_manifest(small, os.path.join(work, "small"))
+        full_dir = _write_manifest(records, os.path.join(work, "full"))
+        _run_example_gen(small_dir, os.path.join(work, "warm-up"), split_percentages,
+                         beam_args)
+        for index in range(repeats):
+            small_seconds.append(_run_example_gen(
+                small_dir, os.path.join(work, f"small-{index}"), split_percentages, beam_args))
+            full_seconds.append(_run_example_gen(
+                full_dir, os.path.join(work, f"full-{index}"), split_percentages, beam_args))
+    extra = len(records) - len(small)
+    rates = [extra / max(full - fixed, 1e-9) for full, fixed in zip(full_seconds, small_seconds)]
+    return {"images": len(records), "small_run_images": len(small),
+            "full_run_seconds": summarize(full_seconds),
+            "fixed_seconds": summarize(small_seconds),
+            "per_image_rate": summarize(rates)}
 
 
 def data_accessor(examples_uri: str):

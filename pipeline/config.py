@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
+from components.grad_cam.component import DEFAULT_MAX_MISCLASSIFIED
 from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
 from components.image_example_gen.ingest import IngestOptions
@@ -58,6 +59,7 @@ class PipelineConfig:
     # Grad-CAM report on the test split (components/grad_cam); "" targets the last conv block.
     gradcam_images_per_class: int = 3
     gradcam_all_misclassified: bool = True
+    gradcam_max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED  # 0: every mistake
     gradcam_target_layer: str = ""
     gradcam_overlay_alpha: float = 0.4
     gradcam_steps: int = 10
@@ -103,7 +105,7 @@ class PipelineConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
         check_gradcam_parameters(self.gradcam_images_per_class, self.gradcam_overlay_alpha,
-                                 self.gradcam_steps)
+                                 self.gradcam_steps, self.gradcam_max_misclassified)
         if self.beam_runner not in BEAM_RUNNERS:
             raise ValueError(f"unknown Beam runner {self.beam_runner!r}; choose one of "
                              f"{', '.join(BEAM_RUNNERS)}")
@@ -149,11 +151,15 @@ class PipelineConfig:
                 f"--max_num_workers={self.dataflow_max_workers}",
                 # Workers run the pipeline image, so they import this project's modules.
                 f"--sdk_container_image={self.image}", "--experiments=use_runner_v2"]
-        else:
+        elif self.beam_direct_workers > 1:
             # multi_processing uses one process per worker: more cores for Transform and stats.
-            mode = "multi_processing" if self.beam_direct_workers > 1 else "in_memory"
-            runner_args = [f"--direct_running_mode={mode}",
+            runner_args = ["--direct_running_mode=multi_processing",
                            f"--direct_num_workers={self.beam_direct_workers}"]
+        else:
+            # Beam's defaults: the in-memory DirectRunner with one worker. Spelled out, they
+            # made TFX package itself as an sdist for remote workers (a `setup.py sdist`
+            # subprocess, 2.6 s) in every Beam component: TFX skips that when no args are given.
+            runner_args = []
         return runner_args + list(self.extra_beam_args)
 
     @property

@@ -42,8 +42,8 @@ def test_local_paths_become_absolute_and_uris_stay(tmp_path, monkeypatch):
 
 
 def test_direct_runner_uses_multi_processing_only_with_several_workers(tmp_path):
-    assert PipelineConfig(data_dir=str(tmp_path)).beam_args == [
-        "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    # No arguments: Beam's defaults (in memory, one worker), and TFX builds no sdist.
+    assert PipelineConfig(data_dir=str(tmp_path)).beam_args == []
     assert PipelineConfig(data_dir=str(tmp_path), beam_direct_workers=2).beam_args == [
         "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 

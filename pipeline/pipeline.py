@@ -144,6 +144,7 @@ def create_pipeline(config: PipelineConfig,
         model_blessing=evaluator.outputs["blessing"],
         images_per_class=config.gradcam_images_per_class,
         include_all_misclassified=config.gradcam_all_misclassified,
+        max_misclassified=config.gradcam_max_misclassified,
         target_layer=config.gradcam_target_layer,
         overlay_alpha=config.gradcam_overlay_alpha,
         faithfulness_steps=config.gradcam_steps)

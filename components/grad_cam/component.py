@@ -15,11 +15,19 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 from components.grad_cam import executor, explain
 
 
-def check_parameters(images_per_class: int, overlay_alpha: float,
-                     faithfulness_steps: int) -> None:
+# Mistakes explained at most when include_all_misclassified is on (0: every one). 24 covers
+# every mistake of a reasonably trained model on cxr3's 144 test images (about 25) and keeps
+# a barely trained one (60 mistakes after one epoch) from tripling the component's time.
+DEFAULT_MAX_MISCLASSIFIED = 24
+
+
+def check_parameters(images_per_class: int, overlay_alpha: float, faithfulness_steps: int,
+                     max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED) -> None:
     """ValueError naming the first bad parameter; PipelineConfig checks with it too."""
     if images_per_class < 1:
         raise ValueError(f"images per class must be at least 1, got {images_per_class}")
+    if max_misclassified < 0:
+        raise ValueError(f"max misclassified must be 0 (no cap) or more, got {max_misclassified}")
     explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
 
 
@@ -32,6 +40,7 @@ class GradCamSpec(ComponentSpec):
     PARAMETERS = {
         executor.IMAGES_PER_CLASS_KEY: ExecutionParameter(type=int),
         executor.ALL_MISCLASSIFIED_KEY: ExecutionParameter(type=bool),
+        executor.MAX_MISCLASSIFIED_KEY: ExecutionParameter(type=int),
         executor.TARGET_LAYER_KEY: ExecutionParameter(type=str),
         executor.OVERLAY_ALPHA_KEY: ExecutionParameter(type=float),
         executor.STEPS_KEY: ExecutionParameter(type=int),
@@ -50,7 +59,10 @@ class GradCam(base_component.BaseComponent):
     """Grad-CAM report of `model` on one split of `examples` (see module docstring).
 
     images_per_class: most confident correct predictions shown per true class.
-    include_all_misclassified: every mistake of the split, or at most images_per_class per class.
+    include_all_misclassified: every mistake of the split up to max_misclassified, or at most
+        images_per_class per class.
+    max_misclassified: cap on the mistakes explained in total, most confident first and shared
+        across classes; 0 explains every one. The report says how many of how many.
     target_layer: layer name ('out_relu' or 'backbone/out_relu'); empty: the last conv feature map.
     overlay_alpha: weight of the heatmap over the image in the overlays.
     faithfulness_steps: steps of the deletion/insertion curves (one forward pass each).
@@ -60,12 +72,14 @@ class GradCam(base_component.BaseComponent):
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
                  model_blessing: Optional[types.BaseChannel] = None, images_per_class: int = 3,
-                 include_all_misclassified: bool = True, target_layer: str = "",
+                 include_all_misclassified: bool = True,
+                 max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED, target_layer: str = "",
                  overlay_alpha: float = 0.4, faithfulness_steps: int = 10, split: str = "test"):
-        check_parameters(images_per_class, overlay_alpha, faithfulness_steps)
+        check_parameters(images_per_class, overlay_alpha, faithfulness_steps, max_misclassified)
         super().__init__(spec=GradCamSpec(
             model=model, examples=examples, model_blessing=model_blessing,
             images_per_class=images_per_class, include_all_misclassified=include_all_misclassified,
+            max_misclassified=max_misclassified,
             target_layer=target_layer, overlay_alpha=overlay_alpha,
             faithfulness_steps=faithfulness_steps, split=split,
             report=types.Channel(type=GradCamReport)))

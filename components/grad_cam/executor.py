@@ -20,6 +20,7 @@ BLESSING_KEY = "model_blessing"
 REPORT_KEY = "report"
 IMAGES_PER_CLASS_KEY = "images_per_class"
 ALL_MISCLASSIFIED_KEY = "include_all_misclassified"
+MAX_MISCLASSIFIED_KEY = "max_misclassified"
 TARGET_LAYER_KEY = "target_layer"
 OVERLAY_ALPHA_KEY = "overlay_alpha"
 STEPS_KEY = "faithfulness_steps"
@@ -45,20 +46,46 @@ def read_split(examples: types.Artifact, split: str) -> List[explain.Case]:
     return cases
 
 
+def _shares(available: Sequence[int], total: int) -> List[int]:
+    """How many of each group to take, one per group in turn, until `total` are taken."""
+    taken = [0] * len(available)
+    while total > 0 and any(t < a for t, a in zip(taken, available)):
+        for group, count in enumerate(available):
+            if total > 0 and taken[group] < count:
+                taken[group] += 1
+                total -= 1
+    return taken
+
+
 def select_cases(true_ids: Sequence[int], probabilities: np.ndarray, images_per_class: int,
-                 include_all_misclassified: bool) -> List[int]:
+                 include_all_misclassified: bool, max_misclassified: int = 0) -> List[int]:
     """Indices to explain: per true class, the most confident correct predictions, then the
-    most confident mistakes (all of them, or as many as images_per_class)."""
+    most confident mistakes (all of them, or as many as images_per_class).
+
+    With include_all_misclassified, max_misclassified > 0 caps the mistakes in total: each
+    explained mistake costs a gradient pass and 4 * (steps + 1) forward passes, and a barely
+    trained model gets most of the split wrong. The cap is shared out one per class in turn,
+    so every class keeps its most confident mistakes.
+    """
     true_ids = np.asarray(true_ids)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
-    chosen = []
+    groups = {}
     for class_id in range(features.NUM_CLASSES):
         for correct in (True, False):
             members = np.flatnonzero((true_ids == class_id) & ((predicted == true_ids) == correct))
-            members = members[np.argsort(-confidence[members], kind="stable")]
-            limit = None if (not correct and include_all_misclassified) else images_per_class
-            chosen.extend(int(i) for i in members[:limit])
+            groups[class_id, correct] = members[np.argsort(-confidence[members], kind="stable")]
+    mistakes = [len(groups[class_id, False]) for class_id in range(features.NUM_CLASSES)]
+    if not include_all_misclassified:
+        mistake_limits = [images_per_class] * features.NUM_CLASSES
+    elif max_misclassified > 0:
+        mistake_limits = _shares(mistakes, max_misclassified)
+    else:
+        mistake_limits = mistakes
+    chosen = []
+    for class_id in range(features.NUM_CLASSES):
+        chosen.extend(int(i) for i in groups[class_id, True][:images_per_class])
+        chosen.extend(int(i) for i in groups[class_id, False][:mistake_limits[class_id]])
     return chosen
 
 
@@ -93,10 +120,14 @@ class Executor(base_executor.BaseExecutor):
         probabilities = cam.predict(images[labelled])
         true_ids = [features.CLASS_NAMES.index(case.true_label) for case in cases]
         chosen = select_cases(true_ids, probabilities, exec_properties[IMAGES_PER_CLASS_KEY],
-                              bool(exec_properties[ALL_MISCLASSIFIED_KEY]))
-        misclassified = int((probabilities.argmax(axis=1) != np.asarray(true_ids)).sum())
+                              bool(exec_properties[ALL_MISCLASSIFIED_KEY]),
+                              int(exec_properties.get(MAX_MISCLASSIFIED_KEY) or 0))
+        wrong = probabilities.argmax(axis=1) != np.asarray(true_ids)
+        misclassified = int(wrong.sum())
+        explained_mistakes = int(wrong[chosen].sum())
         context = {"model": model_artifact.uri, "examples": f"{examples.uri} ({split} split)",
                    "images in split": len(cases), "misclassified in split": misclassified,
+                   "misclassified explained": f"{explained_mistakes} of {misclassified}",
                    "undecodable images skipped": len(skipped)}
         if input_dict.get(BLESSING_KEY):
             blessing = artifact_utils.get_single_instance(input_dict[BLESSING_KEY])
@@ -112,3 +143,4 @@ class Executor(base_executor.BaseExecutor):
             io_utils.copy_dir(local_dir, report.uri)
         report.set_int_custom_property("images", len(summary["images"]))
         report.set_int_custom_property("misclassified_in_split", misclassified)
+        report.set_int_custom_property("misclassified_explained", explained_mistakes)

@@ -54,6 +54,16 @@ def test_select_cases_takes_confident_hits_and_every_mistake():
     assert executor.select_cases(true_ids, probabilities, 2, False) == [1, 0, 2, 3, 4, 5]
 
 
+def test_cap_on_mistakes_takes_one_per_class_in_turn_most_confident_first():
+    true_ids = [0, 0, 0, 1, 1, 2]
+    probabilities = np.array([[0.2, 0.7, 0.1], [0.1, 0.5, 0.4], [0.1, 0.8, 0.1],
+                              [0.2, 0.7, 0.1], [0.7, 0.2, 0.1], [0.2, 0.2, 0.6]])
+    assert executor.select_cases(true_ids, probabilities, 1, True, 0) == [2, 0, 1, 3, 4, 5]
+    assert executor.select_cases(true_ids, probabilities, 1, True, 3) == [2, 0, 3, 4, 5]
+    assert executor.select_cases(true_ids, probabilities, 1, True, 2) == [2, 3, 4, 5]
+    assert executor.select_cases(true_ids, probabilities, 1, True, 1) == [2, 3, 5]
+
+
 def test_component_rejects_bad_parameters():
     model = types.Channel(type=standard_artifacts.Model)
     examples = types.Channel(type=standard_artifacts.Examples)
@@ -61,6 +71,8 @@ def test_component_rejects_bad_parameters():
         component.GradCam(model=model, examples=examples, overlay_alpha=1.5)
     with pytest.raises(ValueError, match="images per class must be at least 1"):
         component.GradCam(model=model, examples=examples, images_per_class=0)
+    with pytest.raises(ValueError, match="max misclassified must be 0"):
+        component.GradCam(model=model, examples=examples, max_misclassified=-1)
 
 
 def test_executor_writes_a_complete_report(tmp_path, trained_baseline):
@@ -87,6 +99,8 @@ def test_executor_writes_a_complete_report(tmp_path, trained_baseline):
     assert summary["image_size"] == 48
     mistakes = [r for r in images if r["correct"] is False]
     assert len(mistakes) == context["misclassified in split"]
+    assert context["misclassified explained"] == f"{len(mistakes)} of {len(mistakes)}"
+    assert report.get_int_custom_property("misclassified_explained") == len(mistakes)
     for name, figures in summary["classes"].items():
         assert sum(r["correct"] is True for r in images if r["true_label"] == name) <= 1
         assert figures["images"] == sum(r["true_label"] == name for r in images)

@@ -109,7 +109,8 @@ def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_d
         if not members:
             continue
         grid_file = f"grid_{_class_slug(name)}.png"
-        render.grid(panels[name]).save(os.path.join(out_dir, grid_file))
+        render.grid(panels[name]).save(os.path.join(out_dir, grid_file),
+                                       compress_level=render.PNG_COMPRESS_LEVEL)
         classes[name] = {
             "images": len(members),
             "correct": sum(r["correct"] is True for r in members),
@@ -147,7 +148,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
                                                  options.steps, seed=options.seed + index)
         overlay = f"{OVERLAY_DIR}/{_file_stem(index, case.name)}.png"
         panel = render.overlay_panel(images[index], heatmap, options.overlay_alpha)
-        panel.save(os.path.join(out_dir, overlay))
+        panel.save(os.path.join(out_dir, overlay), compress_level=render.PNG_COMPRESS_LEVEL)
         group = case.true_label or predicted
         record = {
             "name": case.name, "overlay": overlay, "group": group,

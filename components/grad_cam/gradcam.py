@@ -16,7 +16,10 @@ CONV_LAYER_TYPES = (tf.keras.layers.Conv2D, tf.keras.layers.DepthwiseConv2D,
 # explains is the block's activated output, not the raw convolution.
 BLOCK_TAIL_TYPES = (tf.keras.layers.BatchNormalization, tf.keras.layers.ReLU,
                     tf.keras.layers.Activation, tf.keras.layers.LeakyReLU)
-BATCH_SIZE = 16
+BATCH_SIZE = 16  # images per gradient step
+# Forward-only passes (predictions, deletion/insertion curves): one image's curves at the
+# default 10 steps are 44 images, so they fit in one call.
+PREDICT_BATCH_SIZE = 64
 _REPLAY_TOLERANCE = 1e-4
 _MIN_PROBABILITY = 1e-12
 
@@ -145,6 +148,15 @@ class GradCam:
         self.target = target or find_target_layer(model)
         self.image_size = int(model.input_shape[1])
         self._forward = _feature_forward(model, self.target.path, self.target.name)
+        # Traced once per instance: called eagerly, Keras re-dispatches every layer in Python
+        # for each batch, which cost more than the arithmetic (py-spy on the GradCam component).
+        # Without AutoGraph: converting the layers' Python (the augmentation layers above all)
+        # took longer than the eager calls it replaced; with training=False none needs it.
+        image_spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32)
+        self._probabilities = tf.function(lambda x: self.model(x, training=False),
+                                          input_signature=[image_spec], autograph=False)
+        self._maps = tf.function(self._signed_maps, autograph=False, input_signature=[
+            image_spec, tf.TensorSpec([None], tf.int64)])
         self._check_replay()
 
     def _check_replay(self) -> None:
@@ -160,28 +172,37 @@ class GradCam:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities, in batches."""
-        return np.concatenate([self.model(images[i:i + BATCH_SIZE], training=False).numpy()
-                               for i in range(0, len(images), BATCH_SIZE)])
+        return np.concatenate([
+            self._probabilities(tf.convert_to_tensor(images[i:i + PREDICT_BATCH_SIZE],
+                                                     tf.float32)).numpy()
+            for i in range(0, len(images), PREDICT_BATCH_SIZE)])
+
+    def _signed_maps(self, batch: tf.Tensor, class_ids: tf.Tensor
+                     ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(signed maps at input resolution, probabilities, explained ids) of one batch;
+        a negative class id stands for the predicted class."""
+        with tf.GradientTape() as tape:
+            feature_maps, probabilities = self._forward(batch)
+            ids = tf.where(class_ids < 0, tf.argmax(probabilities, axis=-1), class_ids)
+            score = tf.reduce_sum(tf.gather(_class_scores(probabilities), ids, batch_dims=1))
+        gradients = tape.gradient(score, feature_maps)
+        channel_weights = tf.reduce_mean(gradients, axis=(1, 2))
+        signed = tf.einsum("nhwk,nk->nhw", feature_maps, channel_weights)
+        signed = tf.image.resize(signed[..., tf.newaxis], [self.image_size] * 2,
+                                 method="bilinear")[..., 0]
+        return signed, probabilities, ids
 
     def explain(self, images: np.ndarray, class_ids: Optional[Sequence[int]] = None
                 ) -> Explanation:
         """Heatmaps for `class_ids` (default: each image's predicted class)."""
+        ids = np.full(len(images), -1, np.int64) if class_ids is None \
+            else np.asarray(class_ids, np.int64)
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for start in range(0, len(images), BATCH_SIZE):
-            batch = tf.convert_to_tensor(images[start:start + BATCH_SIZE], tf.float32)
-            with tf.GradientTape() as tape:
-                feature_maps, probabilities = self._forward(batch)
-                if class_ids is None:
-                    ids = tf.argmax(probabilities, axis=-1)
-                else:
-                    ids = tf.constant(class_ids[start:start + BATCH_SIZE], tf.int64)
-                score = tf.reduce_sum(tf.gather(_class_scores(probabilities), ids, batch_dims=1))
-            gradients = tape.gradient(score, feature_maps)
-            channel_weights = tf.reduce_mean(gradients, axis=(1, 2))
-            signed = tf.einsum("nhwk,nk->nhw", feature_maps, channel_weights)
-            signed = tf.image.resize(signed[..., tf.newaxis], [self.image_size] * 2,
-                                     method="bilinear")[..., 0]
-            parts.append((signed.numpy(), probabilities.numpy(), ids.numpy()))
+            signed, probabilities, explained = self._maps(
+                tf.convert_to_tensor(images[start:start + BATCH_SIZE], tf.float32),
+                tf.constant(ids[start:start + BATCH_SIZE]))
+            parts.append((signed.numpy(), probabilities.numpy(), explained.numpy()))
         signed_maps = np.concatenate([p[0] for p in parts])
         heatmaps = np.maximum(signed_maps, 0.0)
         peaks = heatmaps.max(axis=(1, 2), keepdims=True)

@@ -83,8 +83,8 @@ def _deduplicate_group(keyed):
 
 
 def _write_report(kept: List[Tuple[str, str, Optional[str]]], rejected: List[quarantine.QuarantineRecord],
-                  scanned: ingest.ScanResult, options: ingest.IngestOptions, path: str) -> None:
-    ingest.make_report(scanned, kept, rejected, options).write(path)
+                  listing: ingest.Listing, options: ingest.IngestOptions, path: str) -> None:
+    ingest.make_report(listing, kept, rejected, options).write(path)
 
 
 @beam.ptransform_fn
@@ -119,7 +119,8 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
          | "KeptSummary" >> beam.Map(ingest.kept_summary)
          | "KeptList" >> beam.combiners.ToList()
          | "WriteReport" >> beam.Map(_write_report, beam.pvalue.AsSingleton(all_rejected),
-                                     scanned, options, exec_properties[REPORT_PATH_KEY]))
+                                     scanned.listing, options,
+                                     exec_properties[REPORT_PATH_KEY]))
     return kept | "ToExample" >> beam.Map(accepted_to_example)
 
 

@@ -90,6 +90,14 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What the report needs of a scan. Beam pickles the report step with dill several times
+    per run; a whole ScanResult (every record) took 0.16 s a time on 1,014 files."""
+    files_seen: int
+    quarantined: List[quarantine.QuarantineRecord]
+
+
+@dataclass(frozen=True)
 class ScanResult:
     records: List[ImageRecord]                   # files to check
     quarantined: List[quarantine.QuarantineRecord]  # files already rejected by the listing
@@ -97,6 +105,10 @@ class ScanResult:
     @property
     def files_seen(self) -> int:
         return len(self.records) + len(self.quarantined)
+
+    @property
+    def listing(self) -> Listing:
+        return Listing(self.files_seen, self.quarantined)
 
     def empty_classes(self) -> List[str]:
         """Classes without a single file: known before any file is checked."""
@@ -257,7 +269,7 @@ def kept_summary(item: Accepted) -> Tuple[str, str, Optional[str]]:
     return item.record.path, item.record.label, item.image.conversion
 
 
-def make_report(scanned: ScanResult, kept: Iterable[Tuple[str, str, Optional[str]]],
+def make_report(listing: Listing, kept: Iterable[Tuple[str, str, Optional[str]]],
                 rejected: Iterable[quarantine.QuarantineRecord], options: IngestOptions
                 ) -> quarantine.IngestionReport:
     """The report from the listing, kept_summary() of each kept image and the rejections."""
@@ -265,9 +277,9 @@ def make_report(scanned: ScanResult, kept: Iterable[Tuple[str, str, Optional[str
     per_class = {name: sum(label == name for _, label, _ in kept)
                  for name in features.CLASS_NAMES}
     return quarantine.IngestionReport(
-        files_seen=scanned.files_seen,
+        files_seen=listing.files_seen,
         accepted_per_class=per_class,
-        quarantined=sorted(list(scanned.quarantined) + list(rejected), key=lambda q: q.path),
+        quarantined=sorted(list(listing.quarantined) + list(rejected), key=lambda q: q.path),
         converted=sorted((quarantine.Conversion(path, conversion)
                           for path, _, conversion in kept if conversion), key=lambda c: c.path),
         max_quarantined_fraction=options.max_quarantined_fraction)
@@ -280,7 +292,7 @@ def check_data(data_dir: str, options: IngestOptions) -> Tuple[
     outcomes = [inspect_record(record, options.file_checks) for record in scanned.records]
     kept, duplicates = deduplicate(o for o in outcomes if isinstance(o, Accepted))
     rejected = [o for o in outcomes if isinstance(o, quarantine.QuarantineRecord)] + duplicates
-    report = make_report(scanned, map(kept_summary, kept), rejected, options)
+    report = make_report(scanned.listing, map(kept_summary, kept), rejected, options)
     return sorted(kept, key=lambda a: a.record.path), report
 
 
