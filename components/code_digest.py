@@ -32,3 +32,9 @@ def source_sha256(*paths: str) -> str:
         with open(name, "rb") as f:
             digest.update(os.path.relpath(name, PACKAGES_ROOT).encode() + b"\0" + f.read())
     return digest.hexdigest()
+
+
+def component_sha256(package: str) -> str:
+    """A custom component's code: components/<package>/ and the constants it shares."""
+    return source_sha256(os.path.join("components", package),
+                         os.path.join("models", "features.py"))

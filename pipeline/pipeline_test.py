@@ -15,3 +15,14 @@ def test_model_code_digest_is_in_the_cache_key_of_every_step_running_models(tmp_
     for node_id in ("Transform", "Tuner", "Trainer"):
         custom_config = json.loads(nodes[node_id].exec_properties["custom_config"])
         assert custom_config[code_digest.CODE_SHA256_KEY] == digest, node_id
+
+
+def test_custom_components_carry_the_digest_of_their_own_code(tmp_path):
+    pipeline = create_pipeline(PipelineConfig(data_dir=str(tmp_path)))
+    nodes = {node.id: node for node in pipeline.components}
+    for node_id, package in (("GradCam", "grad_cam"), ("ModelCardGenerator", "model_card"),
+                             ("Pusher", "serving_pusher")):
+        assert nodes[node_id].exec_properties[code_digest.CODE_SHA256_KEY] == \
+            code_digest.component_sha256(package), node_id
+    assert code_digest.component_sha256("image_example_gen") in \
+        nodes["ImageExampleGen"].exec_properties["custom_config"]

@@ -12,6 +12,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from components import code_digest
 from components.grad_cam import executor, explain
 
 
@@ -45,6 +46,7 @@ class GradCamSpec(ComponentSpec):
         executor.OVERLAY_ALPHA_KEY: ExecutionParameter(type=float),
         executor.STEPS_KEY: ExecutionParameter(type=int),
         executor.SPLIT_KEY: ExecutionParameter(type=str),
+        code_digest.CODE_SHA256_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -82,4 +84,5 @@ class GradCam(base_component.BaseComponent):
             max_misclassified=max_misclassified,
             target_layer=target_layer, overlay_alpha=overlay_alpha,
             faithfulness_steps=faithfulness_steps, split=split,
+            code_sha256=code_digest.component_sha256("grad_cam"),
             report=types.Channel(type=GradCamReport)))

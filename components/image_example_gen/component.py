@@ -31,12 +31,6 @@ def fingerprint_tree(root: str) -> str:
     return f"files:{len(entries)},sha256:{digest}"
 
 
-def ingestion_code_sha256() -> str:
-    """The code that decides what an example holds: this package and models/features.py."""
-    return code_digest.source_sha256(os.path.join("components", "image_example_gen"),
-                                     os.path.join("models", "features.py"))
-
-
 def check_split_percentages(split_percentages: Sequence[int]) -> None:
     if len(split_percentages) != len(features.SPLIT_NAMES) or min(split_percentages) <= 0:
         raise ValueError(
@@ -82,4 +76,4 @@ class ImageExampleGen(FileBasedExampleGen):
             input_config=example_gen_pb2.Input(
                 splits=[example_gen_pb2.Input.Split(name="all", pattern="*")]),
             output_config=output_config,
-            custom_config=executor.custom_config(options, ingestion_code_sha256()))
+            custom_config=executor.custom_config(options, code_digest.component_sha256("image_example_gen")))

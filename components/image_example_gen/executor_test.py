@@ -7,6 +7,7 @@ import tensorflow as tf
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 
+from components import code_digest
 from components.image_example_gen import component, executor, ingest, quarantine
 from components.image_example_gen.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
 from conftest import make_subset
@@ -138,6 +139,7 @@ def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
 def test_cache_key_carries_the_ingestion_code_digest(tmp_path):
     gen = component.ImageExampleGen(str(tmp_path),
                                     options=ingest.IngestOptions(min_image_side=32))
-    assert component.ingestion_code_sha256() in gen.exec_properties["custom_config"]
+    assert code_digest.component_sha256("image_example_gen") in \
+        gen.exec_properties["custom_config"]
     assert executor.options_from_exec_properties(gen.exec_properties) == \
         ingest.IngestOptions(min_image_side=32)

@@ -13,6 +13,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from components import code_digest
 from components.model_card import executor, metrics
 
 
@@ -27,6 +28,7 @@ class ModelCardGeneratorSpec(ComponentSpec):
         executor.TRAINING_KEY: ExecutionParameter(type=str),
         executor.BLESSING_RULE_KEY: ExecutionParameter(type=str),
         executor.RESAMPLES_KEY: ExecutionParameter(type=int),
+        code_digest.CODE_SHA256_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -65,4 +67,5 @@ class ModelCardGenerator(base_component.BaseComponent):
             model_blessing=model_blessing, hyperparameters=hyperparameters,
             model_name=model_name, training=json.dumps(training, sort_keys=True),
             blessing_rule=blessing_rule, bootstrap_resamples=bootstrap_resamples,
+            code_sha256=code_digest.component_sha256("model_card"),
             model_card=types.Channel(type=ModelCard)))

@@ -13,6 +13,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 from tfx.utils import proto_utils
 
+from components import code_digest
 from components.model_card.component import ModelCard
 from components.serving_pusher import executor
 
@@ -20,6 +21,7 @@ from components.serving_pusher import executor
 class ServingPusherSpec(ComponentSpec):
     PARAMETERS = {
         standard_component_specs.PUSH_DESTINATION_KEY: ExecutionParameter(type=str),
+        code_digest.CODE_SHA256_KEY: ExecutionParameter(type=str),
     }
     INPUTS = {
         standard_component_specs.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -46,4 +48,5 @@ class ServingPusher(base_component.BaseComponent):
         super().__init__(spec=ServingPusherSpec(
             model=model, model_blessing=model_blessing, model_card=model_card,
             push_destination=proto_utils.proto_to_json(destination),
+            code_sha256=code_digest.component_sha256("serving_pusher"),
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))
