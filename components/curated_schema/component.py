@@ -3,7 +3,7 @@
 ImportSchemaGen's only parameter is the schema's path, so TFX reuses its cached output after
 the curated schema is edited, and ExampleValidator keeps checking the data against the old
 one. Here the file's sha256 is a parameter too: an edit re-runs validation and everything
-after it, and the same file imported from another checkout still hits the cache.
+after it. (The path stays a parameter, so another checkout's copy is still a cache miss.)
 """
 from typing import Optional
 
