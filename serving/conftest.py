@@ -96,8 +96,8 @@ def trained_model(tiny_pipeline, tmp_path_factory) -> TrainedModel:
 
 @pytest.fixture(scope="session")
 def trained_cnn(tiny_pipeline, tmp_path_factory) -> TrainedModel:
-    """The baseline CNN trained for 20 epochs: full-integer int8 keeps its top classes,
-    unlike MobileNetV2's at 64 px (README, Serving)."""
+    """The baseline CNN trained for 20 epochs: the int8 export on a model of plain
+    convolutions."""
     import tensorflow as tf
 
     from models import builders

@@ -10,14 +10,13 @@ image and within FLOAT_TOLERANCE on every probability. float16 weights cannot me
 confident model (rounding the weights moves confident probabilities by up to 3e-2), so
 tflite-fp16 has its own bound, and an image whose SavedModel top two probabilities are within
 NEAR_TIE_MARGIN has no top class for it to keep. int8 must agree on the top class for
-INT8_MIN_AGREEMENT of the images; tflite-int8-mixed is int8 except the few layers the
-quantization debugger finds badly quantized, which stay float. The numbers go to
+INT8_MIN_AGREEMENT of the images: before converting, the int8 weights of every convolution are
+rounded to minimise its output error on training images (serving/weight_rounding.py), which
+TFLite's nearest rounding does not, and which MobileNetV2 needs. The numbers go to
 `<output>.parity.json` beside the export.
 """
-import csv
 import dataclasses
 import glob
-import io
 import json
 import os
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -26,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import features, preprocessing
+from serving import weight_rounding
 
 FLOAT_TOLERANCE = 1e-3
 FLOAT16_TOLERANCE = 5e-2
@@ -56,19 +56,13 @@ PARITY_RULES: Dict[str, ParityRule] = {
     "tflite": ParityRule(1.0, FLOAT_TOLERANCE),
     "tflite-fp16": ParityRule(1.0, FLOAT16_TOLERANCE, NEAR_TIE_MARGIN),
     "tflite-int8": ParityRule(INT8_MIN_AGREEMENT),
-    "tflite-int8-mixed": ParityRule(INT8_MIN_AGREEMENT),
 }
 FORMATS = tuple(PARITY_RULES)
 ONNX_OPSET = 17
 # Calibration images for int8, taken from the training split in equal numbers per class.
 REPRESENTATIVE_IMAGES = 99
-# Training images the quantization debugger compares float and int8 layers on.
-DEBUG_IMAGES = 24
-# tflite-int8-mixed keeps a layer float when its int8 output's RMS error exceeds this many
-# quantization steps; rounding alone gives 1/sqrt(12) = 0.29 (measured 0.2 to 0.45 on most
-# MobileNetV2 layers, 1.36 on its first depthwise convolution).
-MAX_LAYER_ERROR_STEPS = 1.0
-LAYER_ERROR_METRIC = "rmse/scale"
+# Calibration images the int8 weight rounding is chosen on: its cost grows with their number.
+ROUNDING_IMAGES = 24
 
 
 class ExportError(ValueError):
@@ -86,7 +80,8 @@ class ParityReport:
     near_ties: int = 0  # images not counted for the top class under the rule
     # test-split index, SavedModel and export probabilities of each image whose top class changed
     disagreements: List[Dict] = dataclasses.field(default_factory=list)
-    float_layers: List[str] = dataclasses.field(default_factory=list)  # tflite-int8-mixed
+    # int8: layers whose weight rounding was chosen, with the output error it saved
+    rounded_layers: List[Dict] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         verdict = "passed" if self.passed else "FAILED"
@@ -95,9 +90,9 @@ class ParityReport:
                 f"{self.max_abs_difference:.2e} ({self.requirement}: {verdict})")
         if self.near_ties:
             text += f"; {self.near_ties} near-tie image(s) not counted for the top class"
-        if self.float_layers:
-            names = (layer.split(";")[0] for layer in self.float_layers)
-            text += f"; layers kept float: {', '.join(names)}"
+        if self.rounded_layers:
+            text += (f"; int8 weight rounding chosen on training images for "
+                     f"{len(self.rounded_layers)} convolution(s)")
         return text
 
 
@@ -221,49 +216,6 @@ def export_tflite(model: tf.keras.Model, output: str, weights: str = "float32",
         f.write(converter.convert())
 
 
-def _layer_error_steps(float_output: np.ndarray, quantized_output: np.ndarray, scale: float,
-                       zero_point: int) -> float:
-    """RMS error of a quantized layer's output, in quantization steps."""
-    dequantized = (quantized_output.astype(np.float32) - zero_point) * scale
-    return float(np.sqrt(np.mean((float_output - dequantized) ** 2)) / scale)
-
-
-def badly_quantized_layers(debugger: "tf.lite.experimental.QuantizationDebugger") -> List[str]:
-    """Layers (output tensor names, as the converter's denylist wants them) whose int8 error
-    exceeds MAX_LAYER_ERROR_STEPS on the debug images; read from the debugger's own dump,
-    which turns its NumericVerify names back into layer names."""
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    dump.seek(0)
-    return [row["tensor_name"] for row in csv.DictReader(dump)
-            if float(row[LAYER_ERROR_METRIC]) > MAX_LAYER_ERROR_STEPS]
-
-
-def export_tflite_int8_mixed(model: tf.keras.Model, output: str,
-                             representative_images: np.ndarray) -> List[str]:
-    """int8 with int8 input and output, except the layers TFLite's quantization debugger
-    finds badly quantized on training images, which stay float. Returns those layers.
-
-    Calibrates once; the debugger's calibrated model is then quantized with the public
-    converter's own quantizer, which (unlike the debugger) can keep the int8 interface.
-    """
-    from tensorflow.lite.python import convert
-
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_int8_converter(model, representative_images),
-        debug_dataset=_batches(spread(list(representative_images), DEBUG_IMAGES)),
-        debug_options=tf.lite.experimental.QuantizationDebugOptions(
-            layer_direct_compare_metrics={LAYER_ERROR_METRIC: _layer_error_steps}))
-    debugger.run()
-    float_layers = badly_quantized_layers(debugger)
-    quantized = convert.mlir_quantize(
-        debugger.calibrated_model, fully_quantize=True, input_data_type=tf.int8,
-        output_data_type=tf.int8, denylisted_nodes=float_layers)
-    with open(output, "wb") as f:
-        f.write(quantized)
-    return float_layers
-
-
 def onnx_predictor(path: str) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -327,17 +279,16 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str) -
     test_images = split_images(examples_dir, "test")
     model = load_keras_model(version_dir)
     size = image_size(model)
-    float_layers: List[str] = []
+    rounded_layers: List[weight_rounding.RoundedLayer] = []
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     if format_name == "onnx":
         export_onnx(model, output)
         predictor = onnx_predictor(output)
-    elif format_name in ("tflite-int8", "tflite-int8-mixed"):
+    elif format_name == "tflite-int8":
         representative = decode_images(calibration_images(examples_dir), size)
-        if format_name == "tflite-int8":
-            export_tflite(model, output, "int8", representative)
-        else:
-            float_layers = export_tflite_int8_mixed(model, output, representative)
+        rounded_layers = weight_rounding.round_weights(
+            model, np.stack(spread(list(representative), ROUNDING_IMAGES)))
+        export_tflite(model, output, "int8", representative)
         predictor = tflite_predictor(output)
     else:
         export_tflite(model, output, "float16" if format_name == "tflite-fp16" else "float32")
@@ -347,7 +298,7 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str) -
     reference = saved_model(**{features.SERVING_INPUT: tf.constant(test_images)})[
         features.PROBABILITIES_OUTPUT].numpy()
     report = check_parity(format_name, reference, predictor(decode_images(test_images, size)))
-    report.float_layers = float_layers
+    report.rounded_layers = [dataclasses.asdict(layer) for layer in rounded_layers]
     with open(parity_report_path(output), "w") as f:
         json.dump(dataclasses.asdict(report), f, indent=2)
     if not report.passed:
