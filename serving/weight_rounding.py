@@ -40,7 +40,7 @@ class RoundedLayer:
 def quantized_layers(model: tf.keras.Model) -> List[Tuple[tf.keras.layers.Layer,
                                                            Optional[tf.keras.layers.Layer]]]:
     """Every Conv2D and DepthwiseConv2D, in nested models too, with the BatchNormalization
-    TFLite folds into it (its only consumer), or None."""
+    TFLite folds into it (its only consumer, with no activation between), or None."""
     found = []
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
@@ -48,8 +48,9 @@ def quantized_layers(model: tf.keras.Model) -> List[Tuple[tf.keras.layers.Layer,
         elif (isinstance(layer, tf.keras.layers.DepthwiseConv2D) or (
                 type(layer) is tf.keras.layers.Conv2D and layer.groups == 1)):
             consumers = [node.outbound_layer for node in layer.outbound_nodes]
-            batch_norm = (consumers[0] if len(consumers) == 1 and isinstance(
-                consumers[0], tf.keras.layers.BatchNormalization) else None)
+            folds = (len(consumers) == 1 and layer.get_config()["activation"] == "linear"
+                     and isinstance(consumers[0], tf.keras.layers.BatchNormalization))
+            batch_norm = consumers[0] if folds else None
             found.append((layer, batch_norm))
     return found
 
@@ -110,6 +111,9 @@ def best_rounding(weights: np.ndarray, second_moment: np.ndarray) -> np.ndarray:
     exact = weights / scale
     steps = np.round(exact)
     error = (steps - exact) * scale
+    # error @ E[p p^T] per channel, kept up to date as taps change: the loss's gradient.
+    gradient = (error @ second_moment if second_moment.ndim == 2
+                else np.einsum("ci,cij->cj", error, second_moment))
     largest = np.abs(weights).argmax(axis=1)
     for _ in range(MAX_SWEEPS):
         changed = False
@@ -117,13 +121,14 @@ def best_rounding(weights: np.ndarray, second_moment: np.ndarray) -> np.ndarray:
             other = np.where(steps[:, tap] > exact[:, tap], np.floor(exact[:, tap]),
                              np.ceil(exact[:, tap]))
             move = (other - steps[:, tap]) * scale[:, 0]
-            gain = (2 * move * np.sum(second_moment[..., tap, :] * error, axis=-1)
-                    + move ** 2 * second_moment[..., tap, tap])
+            gain = 2 * move * gradient[:, tap] + move ** 2 * second_moment[..., tap, tap]
             better = ((gain < -1e-18) & (np.abs(other) <= INT8_WEIGHT_LIMIT)
                       & (largest != tap) & (move != 0))
             if better.any():
                 steps[better, tap] = other[better]
                 error[better, tap] += move[better]
+                row = second_moment[..., tap, :]
+                gradient[better] += move[better, None] * (row if row.ndim == 1 else row[better])
                 changed = True
         if not changed:
             break

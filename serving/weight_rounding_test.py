@@ -143,6 +143,22 @@ def test_one_second_moment_for_all_channels_is_the_convolution_case():
         weight_rounding.best_rounding(weights, np.repeat(shared[None], 5, axis=0)))
 
 
+def test_batch_norm_counts_as_folded_only_straight_after_a_linear_convolution():
+    """TFLite folds batch norm into the kernel only when nothing comes between them; after an
+    activation the scale is the kernel's own and the bias is corrected instead."""
+    inputs = tf.keras.Input((SIZE, SIZE, 3))
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu", name="activated")(inputs)
+    x = tf.keras.layers.BatchNormalization()(x)
+    x = tf.keras.layers.Conv2D(4, 1, name="plain")(x)
+    x = tf.keras.layers.BatchNormalization(name="plain_BN")(x)
+    branch = tf.keras.layers.DepthwiseConv2D(3, name="shared")(x)
+    x = tf.keras.layers.Add()([tf.keras.layers.BatchNormalization()(branch), branch])
+    model = tf.keras.Model(inputs, x)
+    assert [(layer.name, batch_norm.name if batch_norm else None)
+            for layer, batch_norm in weight_rounding.quantized_layers(model)] == [
+        ("activated", None), ("plain", "plain_BN"), ("shared", None)]
+
+
 def test_models_without_convolutions_are_left_alone():
     model = tf.keras.Sequential([tf.keras.Input((SIZE, SIZE, 3)), tf.keras.layers.Flatten(),
                                  tf.keras.layers.Dense(3)])
