@@ -129,7 +129,9 @@ def calibration_images(examples_dir: str, count: int = REPRESENTATIVE_IMAGES) ->
     by_class: Dict[str, List[bytes]] = {}
     for image, label in split_examples(examples_dir, "train"):
         by_class.setdefault(label, []).append(image)
-    per_class = max(1, count // max(1, len(by_class)))
+    if not by_class:
+        raise ExportError(f"Split-train under {examples_dir} has no images to calibrate int8 on")
+    per_class = max(1, count // len(by_class))
     return [image for label in sorted(by_class) for image in spread(by_class[label], per_class)]
 
 

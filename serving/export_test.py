@@ -115,6 +115,13 @@ def test_fp16_does_not_count_near_ties_for_the_top_class():
     assert not report.passed and report.near_ties == 0
 
 
+def test_an_empty_training_split_is_an_export_error(tmp_path):
+    os.makedirs(tmp_path / "Split-train")
+    tf.io.TFRecordWriter(str(tmp_path / "Split-train" / "data.gz"), options="GZIP").close()
+    with pytest.raises(export.ExportError, match="no images to calibrate int8"):
+        export.calibration_images(str(tmp_path))
+
+
 def test_missing_examples_or_model_are_export_errors(trained_model, tmp_path):
     with pytest.raises(export.ExportError, match="no Split-test"):
         export.export(trained_model.version_dir, "onnx", str(tmp_path / "m.onnx"),
