@@ -49,7 +49,8 @@ def quantized_layers(model: tf.keras.Model) -> List[Tuple[tf.keras.layers.Layer,
                 type(layer) is tf.keras.layers.Conv2D and layer.groups == 1)):
             consumers = [node.outbound_layer for node in layer.outbound_nodes]
             folds = (len(consumers) == 1 and layer.get_config()["activation"] == "linear"
-                     and isinstance(consumers[0], tf.keras.layers.BatchNormalization))
+                     and isinstance(consumers[0], tf.keras.layers.BatchNormalization)
+                     and consumers[0].scale and consumers[0].center)  # gamma and beta to set
             batch_norm = consumers[0] if folds else None
             found.append((layer, batch_norm))
     return found
