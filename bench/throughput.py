@@ -69,9 +69,10 @@ EXAMPLE_GEN_SMALL_PER_CLASS = 2
 def _write_manifest(records: Sequence, folder: str) -> str:
     """A manifest.csv naming the files by absolute path, so any layout reads the same way."""
     from components.image_example_gen import ingest
+    from models import features
 
-    columns = {"file": "path", "label": "label", **{
-        column: feature for column, feature in ingest.MANIFEST_OPTIONAL_COLUMNS.items()}}
+    columns = {"file": "path", "label": "label", **ingest.MANIFEST_OPTIONAL_COLUMNS,
+               ingest.MANIFEST_SEX_COLUMN: features.SEX_KEY}
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, ingest.MANIFEST_NAME), "w", newline="") as f:
         writer = csv.writer(f)
