@@ -76,4 +76,5 @@ class ImageExampleGen(FileBasedExampleGen):
             input_config=example_gen_pb2.Input(
                 splits=[example_gen_pb2.Input.Split(name="all", pattern="*")]),
             output_config=output_config,
-            custom_config=executor.custom_config(options, code_digest.component_sha256("image_example_gen")))
+            custom_config=executor.custom_config(
+                options, code_digest.component_sha256("image_example_gen")))
