@@ -91,7 +91,7 @@ def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, An
 
 
 def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
-    with open(path, "w", newline="") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(METADATA_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
         for row, p in zip(rows, probabilities):
@@ -184,7 +184,7 @@ class Executor(base_executor.BaseExecutor):
 
 def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray,
                out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     title = f"{card['model_name']} ({card['model']['architecture']})"
     render.plot_confusion_matrix(card["test_metrics"]["confusion_matrix"], title,
                                  os.path.join(out_dir, render.CONFUSION_FILE))
@@ -192,7 +192,7 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
     render.plot_roc_curves(label_ids(rows), probabilities, aucs, title,
                            os.path.join(out_dir, render.ROC_FILE))
     write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
-    with open(os.path.join(out_dir, render.JSON_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)
     render.write_documents(card, out_dir)
 
