@@ -171,6 +171,52 @@ def _add_submit_parser(commands) -> None:
                         help="re-run every step (needed after changing images in place)")
 
 
+def _add_run_spec_parser(commands) -> None:
+    run_spec = commands.add_parser(
+        "run-spec", help="execute a compiled Vertex AI spec offline, task by task (on an "
+                         "emulated Cloud Storage with --emulate-gcs)")
+    run_spec.add_argument("--pipeline", required=True, help="the spec written by `cxr compile`")
+    run_spec.add_argument("--emulate-gcs", action="store_true",
+                          help="serve every gs:// bucket the spec names from an emulated "
+                               "Cloud Storage on loopback")
+    run_spec.add_argument("--stage", action="append", default=[], metavar="LOCAL_DIR=gs://URI",
+                          help="copy a local folder to gs://URI before the run (repeatable)")
+    run_spec.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a runtime parameter of the spec (repeatable)")
+    run_spec.add_argument("--output-dir", default=os.path.join("outputs", "run-spec"),
+                          help="task logs, and with --emulate-gcs a copy of the buckets "
+                               "after the run (default outputs/run-spec)")
+
+
+def _parameters(pairs: Sequence[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from pipeline import spec_runner
+
+    try:
+        run = spec_runner.run_offline(args.pipeline, _parameters(args.param), args.stage,
+                                      args.emulate_gcs, args.output_dir,
+                                      echo=lambda line: print(line, flush=True))
+    except spec_runner.SpecRunError as error:
+        raise UsageError(str(error))
+    total = sum(task.seconds for task in run.tasks)
+    print(f"Ran {len(run.tasks)} tasks in {total:.0f} s (job {run.job_id})")
+    if not run.pushed_model:
+        print("No model was pushed (not blessed, or the spec has no Pusher)")
+        return 1
+    print(f"Pushed model: {run.pushed_model}")
+    return 0
+
+
 def _config_from_args(args: argparse.Namespace):
     """PipelineConfig from the flags given, CXR_* variables and defaults (in that order)."""
     from pipeline.config import PipelineConfig
@@ -499,6 +545,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_compare_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
+    _add_run_spec_parser(commands)
     _add_predict_parser(commands)
     _add_serve_parser(commands)
     _add_export_parser(commands)
@@ -509,6 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
+                "run-spec": _run_spec,
                 "gradcam": _gradcam, "check-data": _check_data, "predict": _predict,
                 "serve": _serve, "export": _export, "app": _app}
     try:

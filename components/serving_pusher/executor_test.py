@@ -109,3 +109,28 @@ def test_a_damaged_warmup_file_is_a_one_line_error(tmp_path):
     damaged.write_bytes(b"not a tfrecord file")
     with pytest.raises(warmup.WarmupError, match="cannot read the warm-up file"):
         warmup.read(str(damaged))
+
+
+def test_push_to_cloud_storage_writes_the_model_card_and_warmup_with_the_graph_last(
+        tmp_path, gcs_dir, tiny_pipeline):
+    card = tiny_pipeline.first.model_card_dir
+    base = f"{gcs_dir}/serving/cxr_classifier"
+    seen_before_graph = []
+    copy = tf.io.gfile.copy
+
+    def watching_copy(source, destination, overwrite=False):
+        if destination.endswith(executor.SAVED_MODEL_FILE):
+            seen_before_graph.extend(tf.io.gfile.listdir(os.path.dirname(destination)))
+        copy(source, destination, overwrite)
+
+    try:
+        tf.io.gfile.copy = watching_copy
+        path = executor.publish(_saved_model(tmp_path), base, "500", card)
+    finally:
+        tf.io.gfile.copy = copy
+    assert path == f"{base}/500"
+    assert executor.SAVED_MODEL_FILE not in seen_before_graph  # the graph comes last
+    assert "assets.extra/" in seen_before_graph and "variables/" in seen_before_graph
+    with tf.io.gfile.GFile(f"{path}/{features.MODEL_CARD_PATH}") as f:
+        assert '"version": "500"' in f.read()
+    assert warmup.replay(f"{path}/{warmup.WARMUP_PATH}", path) == len(warmup.BATCH_SIZES)
