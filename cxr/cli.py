@@ -83,6 +83,19 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     cloud.add_argument("--vertex-training", action="store_true",
                        help="run the Trainer as a Vertex AI Training job of --image")
     cloud.add_argument("--vertex-training-machine-type")
+    cloud.add_argument("--vertex-accelerator-type", metavar="TYPE",
+                       help="accelerator of each Vertex AI Training replica (Trainer and "
+                            "Tuner), e.g. NVIDIA_TESLA_T4")
+    cloud.add_argument("--vertex-accelerator-count", type=int, metavar="N")
+    cloud.add_argument("--vertex-endpoint", metavar="NAME",
+                       help="also upload the blessed model to the Vertex AI Model Registry and "
+                            "deploy it to this endpoint (TFX's Vertex Pusher)")
+    cloud.add_argument("--vertex-serving-image", metavar="URI",
+                       help="TensorFlow prediction image for --vertex-endpoint")
+    cloud.add_argument("--vertex-serving-machine-type")
+    cloud.add_argument("--dataflow-service-account", metavar="EMAIL",
+                       help="identity of the Dataflow workers")
+    cloud.add_argument("--dataflow-subnetwork", metavar="regions/REGION/subnetworks/NAME")
 
 
 def _add_ingest_flags(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +187,9 @@ def _add_submit_parser(commands) -> None:
     submit.add_argument("--service-account", help="default: the Compute Engine default one")
     submit.add_argument("--no-cache", action="store_true",
                         help="re-run every step (needed after changing images in place)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a runtime parameter for this run (repeatable): data_root, epochs, "
+                             "min_covid_recall, min_macro_auc, max_regression")
 
 
 def _add_run_spec_parser(commands) -> None:
@@ -346,7 +362,8 @@ def _submit(args: argparse.Namespace) -> int:
         raise UsageError(f"pipeline spec not found: {args.pipeline}")
     try:
         job_name = runners.submit_vertex(args.pipeline, project, region, args.service_account,
-                                         enable_caching=not args.no_cache)
+                                         enable_caching=not args.no_cache,
+                                         parameters=_parameters(args.param))
     except ValueError as error:
         raise UsageError(str(error))
     print(f"Submitted {job_name}; follow it in the Vertex AI console (Pipelines, {region}).")

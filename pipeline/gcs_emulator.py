@@ -2,7 +2,7 @@
 
 TensorFlow's built-in GCS file system has its endpoints fixed (`www.googleapis.com`,
 `storage.googleapis.com`, HTTPS) but its libcurl honours `https_proxy` and `CURL_CA_BUNDLE`.
-So the emulator is two parts, both in this process and both on 127.0.0.1:
+So the emulator is two parts, both on 127.0.0.1:
 
 - the storage itself: `gcp-storage-emulator` (PyPI) in memory, speaking Cloud Storage's JSON
   API over plain HTTP;
@@ -14,8 +14,8 @@ So the emulator is two parts, both in this process and both on 127.0.0.1:
   turns an empty simple upload (what `tf.io.gfile.makedirs` sends) into the equivalent
   multipart upload, which the emulator accepts.
 
-No root, network namespace or Debian tool is needed; `environment()` gives the variables a
-process needs to use it (set before its first `gs://` access).
+Both run in a child process. No root, network namespace or Debian tool is needed;
+`environment()` gives the variables a process needs to use it.
 """
 import datetime
 import http.client
@@ -25,6 +25,8 @@ import os
 import socket
 import socketserver
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import urllib.parse
@@ -262,48 +264,80 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def serve(folder: str) -> None:
+    """The emulator and its proxy in this process until stdin closes (EmulatedGcs's child):
+    prints one JSON line with the proxy's port and the CA and credential files."""
+    from gcp_storage_emulator.server import create_server
+
+    ca_file, cert_file, key_file = _certificates(folder)
+    credentials_file = os.path.join(folder, "credentials.json")
+    with open(credentials_file, "w") as f:
+        json.dump({"type": "authorized_user", "client_id": "emulated",
+                   "client_secret": "emulated", "refresh_token": "emulated"}, f)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    port = _free_port()
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+    server = create_server(LOOPBACK, port, in_memory=True)
+    server.start()
+    proxy = _ProxyServer(port, tls)
+    threading.Thread(target=proxy.serve_forever, daemon=True, name="proxy").start()
+    print(json.dumps({"proxy_port": proxy.server_address[1], "ca_file": ca_file,
+                      "credentials_file": credentials_file}), flush=True)
+    try:
+        sys.stdin.read()
+    finally:
+        proxy.shutdown()
+        server.stop()
+
+
 class EmulatedGcs:
-    """Context manager: the emulator and its proxy, started on loopback, stopped on exit."""
+    """Context manager: the emulator and its proxy on loopback, in a child process (a
+    TensorFlow call that holds the GIL while it waits for the network, such as a SavedModel
+    write, must not stop the server it waits for)."""
 
     def __init__(self):
         self._folder = None
-        self._server = None
-        self._proxy = None
+        self._process = None
+        self.proxy_port = None
         self.ca_file = None
+        self.credentials_file = None
 
     def __enter__(self) -> "EmulatedGcs":
-        from gcp_storage_emulator.server import create_server
-
         self._folder = tempfile.TemporaryDirectory(prefix="cxr-gcs-")
-        ca_file, cert_file, key_file = _certificates(self._folder.name)
-        self.ca_file = ca_file
-        self.credentials_file = os.path.join(self._folder.name, "credentials.json")
-        with open(self.credentials_file, "w") as f:
-            json.dump({"type": "authorized_user", "client_id": "emulated",
-                       "client_secret": "emulated", "refresh_token": "emulated"}, f)
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(cert_file, key_file)
-        port = _free_port()
-        logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
-        self._server = create_server(LOOPBACK, port, in_memory=True)
-        self._server.start()
-        self._proxy = _ProxyServer(port, tls)
-        threading.Thread(target=self._proxy.serve_forever, daemon=True,
-                         name="emulated-gcs-proxy").start()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from pipeline.gcs_emulator import serve; "
+             "serve(sys.argv[1])", self._folder.name],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        line = self._process.stdout.readline()
+        if not line:
+            error = self._process.stderr.read().strip().splitlines()
+            self.__exit__(None, None, None)
+            raise EmulatorError("the emulated Cloud Storage did not start: "
+                                f"{error[-1] if error else 'no output'}")
+        started = json.loads(line)
+        self.proxy_port = started["proxy_port"]
+        self.ca_file = started["ca_file"]
+        self.credentials_file = started["credentials_file"]
         return self
 
     def __exit__(self, *exc_info) -> None:
-        if self._proxy:
-            self._proxy.shutdown()
-            self._proxy.server_close()
-        if self._server:
-            self._server.stop()
+        if self._process:
+            try:
+                self._process.stdin.close()
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
         if self._folder:
             self._folder.cleanup()
+            self._folder = None
 
     @property
     def proxy_url(self) -> str:
-        return f"http://{LOOPBACK}:{self._proxy.server_address[1]}"
+        return f"http://{LOOPBACK}:{self.proxy_port}"
 
     def environment(self) -> Dict[str, str]:
         """Variables that send a process's Cloud Storage traffic here and nowhere else."""
@@ -325,8 +359,15 @@ class EmulatedGcs:
 
     def create_bucket(self, name: str) -> None:
         """Through the JSON API, as `gcloud storage buckets create` would."""
-        status, _, _, payload = self._proxy.forward(
-            "POST", f"/storage/v1/b?project={PROJECT}",
-            [("Content-Type", "application/json")], json.dumps({"name": name}).encode())
-        if status not in (200, 409):
-            raise EmulatorError(f"cannot create bucket {name}: HTTP {status} {payload[:200]!r}")
+        connection = http.client.HTTPConnection(LOOPBACK, self.proxy_port, timeout=60)
+        try:
+            connection.request("POST", f"/storage/v1/b?project={PROJECT}",
+                               json.dumps({"name": name}),
+                               {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload = response.read()
+        finally:
+            connection.close()
+        if response.status not in (200, 409):
+            raise EmulatorError(f"cannot create bucket {name}: HTTP {response.status} "
+                                f"{payload[:200]!r}")

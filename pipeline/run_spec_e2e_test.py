@@ -25,12 +25,14 @@ def spec_run(tmp_path_factory):
         "compile", "--output", spec, "--image", "europe-docker.pkg.dev/p/cxr/pipeline:test",
         "--pipeline-name", "cxr-spec", "--data-dir", f"gs://{BUCKET}/data",
         "--pipeline-root", f"gs://{BUCKET}/root", "--serving-dir", f"gs://{BUCKET}/serving",
-        "--model", "baseline_cnn", "--epochs", "1", "--train-steps", "1", "--image-size", "64",
-        "--batch-size", "4", "--min-covid-recall", "0", "--min-macro-auc", "0"]) == 0
+        "--model", "baseline_cnn", "--epochs", "3", "--train-steps", "1", "--image-size", "64",
+        "--batch-size", "4"]) == 0
     out = root / "run-spec"
     result = subprocess.run(
         [sys.executable, "-m", "cxr.cli", "run-spec", "--pipeline", spec, "--emulate-gcs",
-         "--stage", f"{data_dir}=gs://{BUCKET}/data", "--output-dir", str(out)],
+         "--stage", f"{data_dir}=gs://{BUCKET}/data", "--output-dir", str(out),
+         # Runtime parameters, as `cxr submit --param` sets them on Vertex AI.
+         "--param", "epochs=1", "--param", "min_covid_recall=0", "--param", "min_macro_auc=0"],
         capture_output=True, text=True, timeout=1800)
     copies = glob.glob(str(out / "gcs" / "*" / BUCKET))
     return result, copies[0] if copies else None, spec
@@ -66,6 +68,9 @@ def test_the_bucket_holds_the_pushed_model_card_report_and_evaluation(spec_run):
     assert card["version"] == version
     assert card["pushed_to"] == f"gs://{BUCKET}/serving/cxr_classifier/{version}"
     assert card["training_data"]["data_dir"] == f"gs://{BUCKET}/data"
+    # The runtime parameters reached the Trainer and the Evaluator (compiled: 3 and 0.8).
+    assert card["model"]["epochs"] == 1
+    assert card["blessing_rule"].startswith("COVID-19 recall >= 0.0 and macro ROC-AUC >= 0.0")
     job_root = glob.glob(os.path.join(bucket, "root", "cxr-spec-*"))[0]
     assert glob.glob(os.path.join(job_root, "ModelCardGenerator", "model_card",
                                   "model_card.html"))

@@ -36,7 +36,7 @@ ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Exit)\b.*:\s?.*")
 ARTIFACT_NAME_PREFIX = "projects/local/locations/local/metadataStores/default/artifacts/"
 
 
-class SpecRunError(Exception):
+class SpecRunError(ValueError):
     """A spec, parameter or staged folder that cannot be used: one line."""
 
 

@@ -14,8 +14,11 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components import code_digest
 from components.grad_cam.explain import find_saved_model
 from components.model_card import metrics, render
+from components.runtime import thresholds
+from components.runtime.thresholds import THRESHOLD_KEYS
 from models import features
 
 MODEL_KEY = "model"
@@ -28,6 +31,8 @@ MODEL_NAME_KEY = "model_name"
 TRAINING_KEY = "training"
 BLESSING_RULE_KEY = "blessing_rule"
 RESAMPLES_KEY = "bootstrap_resamples"
+DATA_DIR_KEY = "data_dir"
+EPOCHS_KEY = "epochs"
 SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
 METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
 PREDICT_BATCH = 32
@@ -130,10 +135,17 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        code_digest.check_component(exec_properties.get(code_digest.CODE_SHA256_KEY), "model_card")
         model_uri = artifact_utils.get_single_uri(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
         out_dir = artifact_utils.get_single_uri(output_dict[MODEL_CARD_KEY])
         training = json.loads(exec_properties[TRAINING_KEY])
+        training.update({key: exec_properties[key] for key in (DATA_DIR_KEY, EPOCHS_KEY)
+                         if exec_properties.get(key) is not None})
+        blessing_rule = exec_properties[BLESSING_RULE_KEY]
+        if all(exec_properties.get(key) is not None for key in THRESHOLD_KEYS):
+            blessing_rule = thresholds.blessing_rule(
+                *(exec_properties[key] for key in THRESHOLD_KEYS))
         resamples = exec_properties[RESAMPLES_KEY]
 
         model_dir = find_saved_model(model_uri)
@@ -154,7 +166,7 @@ class Executor(base_executor.BaseExecutor):
             "disclaimer": render.DISCLAIMER.replace("**", ""),
             "blessed": (bool(blessing[0].get_int_custom_property("blessed"))
                         if blessing else None),
-            "blessing_rule": exec_properties[BLESSING_RULE_KEY],
+            "blessing_rule": blessing_rule,
             "model": {
                 "architecture": training["model"],
                 "parameters": int(keras_model.count_params()),
