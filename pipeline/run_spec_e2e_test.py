@@ -98,3 +98,19 @@ def test_the_pushed_model_answers_a_prediction_and_its_warmup(spec_run):
     assert abs(probabilities.sum() - 1.0) < 1e-4
     assert warmup.replay(os.path.join(pushed, warmup.WARMUP_PATH), pushed) == len(
         warmup.BATCH_SIZES)
+
+
+def test_a_failing_task_ends_the_run_with_one_line_naming_it(spec_run, tmp_path):
+    _, _, spec = spec_run
+    result = subprocess.run(
+        [sys.executable, "-m", "cxr.cli", "run-spec", "--pipeline", spec, "--emulate-gcs",
+         "--param", f"data_root=gs://{BUCKET}/no-data-here", "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})  # as `cxr` sets it for users
+    assert result.returncode == 1, result.stdout[-2000:]
+    error = result.stderr.strip().splitlines()
+    assert len(error) == 1, error
+    assert re.match(r"cxr: run-spec failed: TaskFailed: task ImageExampleGen failed "
+                    r"\(pre-cache check, exit status 1\): .+ \(log: .+ImageExampleGen\.log\)$",
+                    error[0]), error[0]
+    assert re.findall(r"\] start (\S+)", result.stdout) == ["ImageExampleGen"]
