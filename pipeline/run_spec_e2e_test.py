@@ -111,6 +111,7 @@ def test_a_failing_task_ends_the_run_with_one_line_naming_it(spec_run, tmp_path)
     error = result.stderr.strip().splitlines()
     assert len(error) == 1, error
     assert re.match(r"cxr: run-spec failed: TaskFailed: task ImageExampleGen failed "
-                    r"\(pre-cache check, exit status 1\): .+ \(log: .+ImageExampleGen\.log\)$",
+                    r"\(executor, exit status 1\): \S*DataError: data directory not found: "
+                    rf"gs://{BUCKET}/no-data-here \(log: .+ImageExampleGen\.log\)$",
                     error[0]), error[0]
     assert re.findall(r"\] start (\S+)", result.stdout) == ["ImageExampleGen"]
