@@ -232,7 +232,8 @@ def _run_spec(args: argparse.Namespace) -> int:
     total = sum(task.seconds for task in run.tasks)
     print(f"Ran {len(run.tasks)} tasks in {total:.0f} s (job {run.job_id})")
     if not run.pushed_model:
-        print("No model was pushed (not blessed, or the spec has no Pusher)")
+        print("cxr: run-spec: no model was pushed (not blessed, or the spec has no Pusher)",
+              file=sys.stderr)
         return 1
     print(f"Pushed model: {run.pushed_model}")
     return 0
