@@ -305,14 +305,19 @@ class EmulatedGcs:
 
     def __enter__(self) -> "EmulatedGcs":
         self._folder = tempfile.TemporaryDirectory(prefix="cxr-gcs-")
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", "import sys; from pipeline.gcs_emulator import serve; "
-             "serve(sys.argv[1])", self._folder.name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # The child's log goes to a file: an unread pipe could fill and stop the server.
+        log_file = os.path.join(self._folder.name, "emulator.log")
+        with open(log_file, "w") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from pipeline.gcs_emulator import serve; "
+                 "serve(sys.argv[1])", self._folder.name],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         line = self._process.stdout.readline()
         if not line:
-            error = self._process.stderr.read().strip().splitlines()
+            self._process.wait()
+            with open(log_file) as log:
+                error = log.read().strip().splitlines()
             self.__exit__(None, None, None)
             raise EmulatorError("the emulated Cloud Storage did not start: "
                                 f"{error[-1] if error else 'no output'}")
