@@ -33,7 +33,7 @@ def spec_run(tmp_path_factory):
          "--stage", f"{data_dir}=gs://{BUCKET}/data", "--output-dir", str(out),
          # Runtime parameters, as `cxr submit --param` sets them on Vertex AI.
          "--param", "epochs=1", "--param", "min_covid_recall=0", "--param", "min_macro_auc=0"],
-        capture_output=True, text=True, timeout=1800)
+        capture_output=True, text=True, timeout=3600)
     copies = glob.glob(str(out / "gcs" / "*" / BUCKET))
     return result, copies[0] if copies else None, spec
 
