@@ -94,6 +94,19 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     cloud.add_argument("--vertex-training", action="store_true",
                        help="run the Trainer as a Vertex AI Training job of --image")
     cloud.add_argument("--vertex-training-machine-type")
+    cloud.add_argument("--vertex-accelerator-type", metavar="TYPE",
+                       help="accelerator of each Vertex AI Training replica (Trainer and "
+                            "Tuner), e.g. NVIDIA_TESLA_T4")
+    cloud.add_argument("--vertex-accelerator-count", type=int, metavar="N")
+    cloud.add_argument("--vertex-endpoint", metavar="NAME",
+                       help="also upload the blessed model to the Vertex AI Model Registry and "
+                            "deploy it to this endpoint (TFX's Vertex Pusher)")
+    cloud.add_argument("--vertex-serving-image", metavar="URI",
+                       help="TensorFlow prediction image for --vertex-endpoint")
+    cloud.add_argument("--vertex-serving-machine-type")
+    cloud.add_argument("--dataflow-service-account", metavar="EMAIL",
+                       help="identity of the Dataflow workers")
+    cloud.add_argument("--dataflow-subnetwork", metavar="regions/REGION/subnetworks/NAME")
 
 
 def _add_ingest_flags(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +248,56 @@ def _add_submit_parser(commands) -> None:
     submit.add_argument("--service-account", help="default: the Compute Engine default one")
     submit.add_argument("--no-cache", action="store_true",
                         help="re-run every step (needed after changing images in place)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a runtime parameter for this run (repeatable): data_root, epochs, "
+                             "min_covid_recall, min_macro_auc, max_regression")
+
+
+def _add_run_spec_parser(commands) -> None:
+    run_spec = commands.add_parser(
+        "run-spec", help="execute a compiled Vertex AI spec offline, task by task (on an "
+                         "emulated Cloud Storage with --emulate-gcs)")
+    run_spec.add_argument("--pipeline", required=True, help="the spec written by `cxr compile`")
+    run_spec.add_argument("--emulate-gcs", action="store_true",
+                          help="serve every gs:// bucket the spec names from an emulated "
+                               "Cloud Storage on loopback")
+    run_spec.add_argument("--stage", action="append", default=[], metavar="LOCAL_DIR=gs://URI",
+                          help="copy a local folder to gs://URI before the run (repeatable)")
+    run_spec.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a runtime parameter of the spec (repeatable)")
+    run_spec.add_argument("--output-dir", default=os.path.join("outputs", "run-spec"),
+                          help="task logs, and with --emulate-gcs a copy of the buckets "
+                               "after the run (default outputs/run-spec)")
+
+
+def _parameters(pairs: Sequence[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from pipeline import spec_runner
+
+    try:
+        run = spec_runner.run_offline(args.pipeline, _parameters(args.param), args.stage,
+                                      args.emulate_gcs, args.output_dir,
+                                      echo=lambda line: print(line, flush=True))
+    except spec_runner.SpecRunError as error:
+        raise UsageError(str(error))
+    total = sum(task.seconds for task in run.tasks)
+    print(f"Ran {len(run.tasks)} tasks in {total:.0f} s (job {run.job_id})")
+    if not run.pushed_model:
+        print("cxr: run-spec: no model was pushed (not blessed, or the spec has no Pusher)",
+              file=sys.stderr)
+        return 1
+    print(f"Pushed model: {run.pushed_model}")
+    return 0
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -361,7 +424,8 @@ def _submit(args: argparse.Namespace) -> int:
         raise UsageError(f"pipeline spec not found: {args.pipeline}")
     try:
         job_name = runners.submit_vertex(args.pipeline, project, region, args.service_account,
-                                         enable_caching=not args.no_cache)
+                                         enable_caching=not args.no_cache,
+                                         parameters=_parameters(args.param))
     except ValueError as error:
         raise UsageError(str(error))
     print(f"Submitted {job_name}; follow it in the Vertex AI console (Pipelines, {region}).")
@@ -565,6 +629,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_compare_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
+    _add_run_spec_parser(commands)
     _add_predict_parser(commands)
     _add_serve_parser(commands)
     _add_export_parser(commands)
@@ -575,6 +640,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
+                "run-spec": _run_spec,
                 "gradcam": _gradcam, "check-data": _check_data, "predict": _predict,
                 "serve": _serve, "export": _export, "app": _app}
     try:

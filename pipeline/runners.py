@@ -3,13 +3,14 @@ import dataclasses
 import json
 import os
 import re
-from typing import Optional
+from typing import Dict, Optional
 
 from tfx import v1 as tfx
 
 from components.curated_schema.executor import file_sha256
+from pipeline import spec_runner
 from pipeline.config import IMAGE_SCHEMA_FILE, PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_pipeline, run_time_settings
 from schemas import SCHEMA_FILE
 
 KFP_PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
@@ -40,12 +41,20 @@ def compile_vertex(config: PipelineConfig, output_file: str) -> None:
             default_image=config.image),
         output_dir=os.path.dirname(os.path.abspath(output_file)),
         output_filename=os.path.basename(output_file))
-    runner.run(create_pipeline(in_image, schema_sha256=file_sha256(config.schema_file)))
+    # Runtime parameters (data folder, epochs, blessing thresholds) default to the config's
+    # values; `cxr submit --param NAME=VALUE` overrides them for one run.
+    runner.run(create_pipeline(in_image, schema_sha256=file_sha256(config.schema_file),
+                               runtime_parameters=True),
+               parameter_values=run_time_settings(config))
 
 
 def submit_vertex(pipeline_file: str, project: str, region: str,
-                  service_account: Optional[str] = None, enable_caching: bool = True) -> str:
+                  service_account: Optional[str] = None, enable_caching: bool = True,
+                  parameters: Optional[Dict[str, str]] = None) -> str:
     """Submit a compiled spec as a Vertex AI PipelineJob; returns the job's resource name.
+
+    parameters: runtime parameter values by name (`--param NAME=VALUE`), converted to the
+    types the spec declares; the others keep the values compiled into the spec.
 
     On Vertex AI, ImageExampleGen's cache key comes from TFX's generic driver, which sees only
     the data folder's top level: enable_caching=False forces a fresh run after images changed.
@@ -58,8 +67,10 @@ def submit_vertex(pipeline_file: str, project: str, region: str,
     if not pipeline_root.startswith("gs://"):
         raise ValueError(f"the spec's pipeline root {pipeline_root!r} is not on Cloud Storage; "
                          "recompile with --pipeline-root gs://BUCKET/...")
+    values = spec_runner.parameter_values(job_spec, parameters or {})
     job = aiplatform.PipelineJob(
         display_name=job_spec.get("displayName") or "cxr", template_path=pipeline_file,
-        project=project, location=region, enable_caching=enable_caching)
+        project=project, location=region, enable_caching=enable_caching,
+        parameter_values={k: v for k, v in values.items() if k in (parameters or {})})
     job.submit(service_account=service_account)
     return job.resource_name

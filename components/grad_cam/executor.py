@@ -11,6 +11,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import code_digest
 from components.grad_cam import explain, gradcam
 from models import features
 
@@ -104,6 +105,7 @@ def _decodable(cases: Sequence[explain.Case], image_size: int
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        code_digest.check_component(exec_properties.get(code_digest.CODE_SHA256_KEY), "grad_cam")
         model_artifact = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])

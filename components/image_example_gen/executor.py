@@ -44,15 +44,19 @@ def custom_config(options: ingest.IngestOptions,
     return config
 
 
-def options_from_exec_properties(exec_properties: Dict[str, Any]) -> ingest.IngestOptions:
+def _custom_values(exec_properties: Dict[str, Any]) -> Dict[str, Any]:
     text = exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY)
     if not text:
-        return ingest.IngestOptions()
+        return {}
     config = example_gen_pb2.CustomConfig()
     proto_utils.json_to_proto(text, config)
     values = struct_pb2.Struct()
     config.custom_config.Unpack(values)
-    options = json_format.MessageToDict(values)
+    return json_format.MessageToDict(values)
+
+
+def options_from_exec_properties(exec_properties: Dict[str, Any]) -> ingest.IngestOptions:
+    options = _custom_values(exec_properties)
     options.pop(code_digest.CODE_SHA256_KEY, None)
     return ingest.IngestOptions.from_dict(options)
 
@@ -144,6 +148,8 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         """Writes the examples and the quarantine report, then stops if the data is unusable."""
+        code_digest.check_component(
+            _custom_values(exec_properties).get(code_digest.CODE_SHA256_KEY), "image_example_gen")
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         report_path = os.path.join(examples.uri, quarantine.REPORT_NAME)

@@ -1,4 +1,3 @@
-import glob
 import hashlib
 import os
 
@@ -10,12 +9,12 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from components import code_digest
 from components.image_example_gen import component, executor, ingest, quarantine
 from components.image_example_gen.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
-from conftest import make_subset
+from conftest import make_subset, upload
 from models import features
 
 
 def _read(uri, split):
-    files = glob.glob(os.path.join(uri, f"Split-{split}", "*.gz"))
+    files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*.gz"))
     return [tf.train.Example.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
@@ -134,6 +133,16 @@ def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
     with open(records[0].path.replace(remote, local), "rb") as f:
         assert _value(example, features.IMAGE_KEY) == f.read()
     assert component.fingerprint_tree(remote).startswith("files:4,")
+
+
+def test_executor_reads_the_data_from_and_writes_examples_to_cloud_storage(tmp_path, gcs_dir):
+    data_dir = upload(make_subset(str(tmp_path / "data"), per_class=4), f"{gcs_dir}/data")
+    examples = _run_executor(data_dir, f"{gcs_dir}/examples")
+    by_split = {split: _read(examples.uri, split) for split in features.SPLIT_NAMES}
+    assert sum(len(v) for v in by_split.values()) == 12
+    assert all(by_split.values())
+    report = quarantine.load(os.path.join(examples.uri, quarantine.REPORT_NAME))
+    assert report.quarantined == [] and report.accepted == 12
 
 
 def test_cache_key_carries_the_ingestion_code_digest(tmp_path):

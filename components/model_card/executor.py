@@ -15,8 +15,11 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components import code_digest
 from components.grad_cam.explain import find_saved_model
 from components.model_card import bias, metrics, render
+from components.runtime import thresholds
+from components.runtime.thresholds import THRESHOLD_KEYS
 from models import calibration, features
 
 MODEL_KEY = "model"
@@ -29,6 +32,8 @@ MODEL_NAME_KEY = "model_name"
 TRAINING_KEY = "training"
 BLESSING_RULE_KEY = "blessing_rule"
 RESAMPLES_KEY = "bootstrap_resamples"
+DATA_DIR_KEY = "data_dir"
+EPOCHS_KEY = "epochs"
 SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
 METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
 # Identifies a test example across models (ingestion keeps one copy of identical bytes):
@@ -103,7 +108,7 @@ def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, An
 
 
 def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
-    with open(path, "w", newline="") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(PREDICTION_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
         for row, p in zip(rows, probabilities):
@@ -168,10 +173,17 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        code_digest.check_component(exec_properties.get(code_digest.CODE_SHA256_KEY), "model_card")
         model_uri = artifact_utils.get_single_uri(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
         out_dir = artifact_utils.get_single_uri(output_dict[MODEL_CARD_KEY])
         training = json.loads(exec_properties[TRAINING_KEY])
+        training.update({key: exec_properties[key] for key in (DATA_DIR_KEY, EPOCHS_KEY)
+                         if exec_properties.get(key) is not None})
+        blessing_rule = exec_properties[BLESSING_RULE_KEY]
+        if all(exec_properties.get(key) is not None for key in THRESHOLD_KEYS):
+            blessing_rule = thresholds.blessing_rule(
+                *(exec_properties[key] for key in THRESHOLD_KEYS))
         resamples = exec_properties[RESAMPLES_KEY]
 
         model_dir = find_saved_model(model_uri)
@@ -193,7 +205,7 @@ class Executor(base_executor.BaseExecutor):
             "disclaimer": render.DISCLAIMER.replace("**", ""),
             "blessed": (bool(blessing[0].get_int_custom_property("blessed"))
                         if blessing else None),
-            "blessing_rule": exec_properties[BLESSING_RULE_KEY],
+            "blessing_rule": blessing_rule,
             "model": {
                 "architecture": training["model"],
                 "parameters": int(keras_model.count_params()),
@@ -227,7 +239,7 @@ class Executor(base_executor.BaseExecutor):
 
 def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray,
                out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     title = f"{card['model_name']} ({card['model']['architecture']})"
     render.plot_confusion_matrix(card["test_metrics"]["confusion_matrix"], title,
                                  os.path.join(out_dir, render.CONFUSION_FILE))
@@ -238,7 +250,7 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
         render.plot_reliability(card["calibration"], title,
                                 os.path.join(out_dir, render.RELIABILITY_FILE))
     write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
-    with open(os.path.join(out_dir, render.JSON_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)
     render.write_documents(card, out_dir)
 
