@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import apache_beam as beam
 import tensorflow as tf
 from google.protobuf import json_format, struct_pb2
-from tfx.components.example_gen import base_example_gen_executor
+from tfx.components.example_gen import base_example_gen_executor, write_split
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
@@ -87,14 +89,31 @@ def _write_report(kept: List[Tuple[str, str, Optional[str]]], rejected: List[qua
     ingest.make_report(listing, kept, rejected, options).write(path)
 
 
+def _checked_or_rejected(record: ingest.ImageRecord, options) -> Any:
+    """Checks one file; an accepted one continues without its bytes (ingest.CheckedFile)."""
+    outcome = ingest.inspect_record(record, options)
+    return ingest.without_bytes(outcome) if isinstance(outcome, ingest.Accepted) else outcome
+
+
+def _in_content_order(kept: List[ingest.CheckedFile]) -> List[ingest.CheckedFile]:
+    """Kept files in the order of their content hash: shuffled, yet the same on every run.
+
+    TFX's own writer reshuffles every example (a GroupByKey holding all of them); the order
+    is settled here instead, on records without bytes.
+    """
+    return sorted(kept, key=lambda item: item.content_sha256)
+
+
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
 def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                      split_pattern: str) -> beam.pvalue.PCollection:
     """Checks every file under input_base; the split pattern only drives fingerprinting.
 
-    The quarantine report goes to exec_properties[REPORT_PATH_KEY] (set by Executor.Do).
+    Two passes over the files, so that no step holds the images: the checks keep what the
+    split and the report need (ingest.CheckedFile), and each kept file is read again just
+    before it is written. The quarantine report goes to exec_properties[REPORT_PATH_KEY]
+    (set by Executor.Do). Returns the kept files as ingest.Accepted, in content-hash order.
     """
     del split_pattern
     options = options_from_exec_properties(exec_properties)
@@ -102,32 +121,33 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                           options.ignore_unknown_labels)
     outcomes = (pipeline
                 | "ListFiles" >> beam.Create(scanned.records, reshuffle=True)
-                | "Check" >> beam.Map(ingest.inspect_record, options.file_checks))
-    accepted = outcomes | "Accepted" >> beam.Filter(lambda o: isinstance(o, ingest.Accepted))
+                | "Check" >> beam.Map(_checked_or_rejected, options.file_checks))
+    accepted = outcomes | "Accepted" >> beam.Filter(
+        lambda o: isinstance(o, ingest.CheckedFile))
     rejected = outcomes | "Rejected" >> beam.Filter(
         lambda o: isinstance(o, quarantine.QuarantineRecord))
     deduplicated = (accepted
-                    | "ByContent" >> beam.Map(lambda a: (a.image.content_sha256, a))
+                    | "ByContent" >> beam.Map(lambda a: (a.content_sha256, a))
                     | "GroupByContent" >> beam.GroupByKey()
                     | "Deduplicate" >> beam.FlatMap(_deduplicate_group).with_outputs(
                         _QUARANTINED, main="kept"))
-    kept = deduplicated.kept
+    kept = (deduplicated.kept
+            | "KeptList" >> beam.combiners.ToList()
+            | "InContentOrder" >> beam.FlatMap(_in_content_order))
     all_rejected = ((rejected, deduplicated[_QUARANTINED])
                     | "AllRejected" >> beam.Flatten()
                     | "RejectedList" >> beam.combiners.ToList())
     _ = (kept
          | "KeptSummary" >> beam.Map(ingest.kept_summary)
-         | "KeptList" >> beam.combiners.ToList()
+         | "KeptSummaries" >> beam.combiners.ToList()
          | "WriteReport" >> beam.Map(_write_report, beam.pvalue.AsSingleton(all_rejected),
                                      scanned.listing, options,
                                      exec_properties[REPORT_PATH_KEY]))
-    return kept | "ToExample" >> beam.Map(accepted_to_example)
+    return kept
 
 
-def _split_key(example: tf.train.Example) -> Tuple[str, str, str]:
-    feature = example.features.feature
-    return tuple(feature[key].bytes_list.value[0].decode()
-                 for key in (features.PATIENT_ID_KEY, features.LABEL_KEY, features.SOURCE_KEY))
+def _split_key(item: ingest.CheckedFile) -> Tuple[str, str, str]:
+    return item.record.patient_id, item.record.label, item.record.source
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -146,7 +166,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         report_path = os.path.join(examples.uri, quarantine.REPORT_NAME)
-        super().Do(input_dict, output_dict, {**exec_properties, REPORT_PATH_KEY: report_path})
+        self._write_splits(examples, {**exec_properties, REPORT_PATH_KEY: report_path})
         report = quarantine.load(report_path)
         if report.problems():
             # TFX deletes a failed execution's outputs: keep the report where the user can read
@@ -156,6 +176,31 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
                                      quarantine.REPORT_NAME)
             report.write(kept_path)
             report.raise_on_problems(kept_path)
+
+    def _write_splits(self, examples: Any, exec_properties: Dict[str, Any]) -> None:
+        """BaseExampleGenExecutor.Do's writing, the same files and artifact properties, without
+        its Reshuffle of every serialized example before the write: a GroupByKey that held the
+        whole data set in memory. The order is settled on records without bytes instead."""
+        input_config = example_gen_pb2.Input()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+        output_config = example_gen_pb2.Output()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        examples.split_names = artifact_utils.encode_split_names(
+            example_gen_utils.generate_output_split_names(input_config, output_config))
+        with self._make_beam_pipeline() as pipeline:
+            for name, split in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+                _ = split | f"WriteSplit[{name}]" >> beam.io.WriteToTFRecord(
+                    os.path.join(artifact_utils.get_split_uri([examples], name),
+                                 write_split.DEFAULT_FILE_NAME),
+                    file_name_suffix=".gz")
+        payload_format = exec_properties.get(standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
+        if payload_format:
+            examples_utils.set_payload_format(examples, payload_format)
+        file_format = exec_properties.get(standard_component_specs.OUTPUT_FILE_FORMAT_KEY)
+        if file_format:
+            examples_utils.set_file_format(examples, write_split.to_file_format_str(file_format))
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
@@ -170,14 +215,20 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         total = sum(split.hash_buckets for split in splits)
         proportions = [split.hash_buckets / total for split in splits]
 
-        examples = pipeline | "InputToRecord" >> self.GetInputSourceToExamplePTransform()(  # pylint: disable=no-value-for-parameter
+        file_checks = options_from_exec_properties(exec_properties).file_checks
+        kept = pipeline | "InputToRecord" >> self.GetInputSourceToExamplePTransform()(  # pylint: disable=no-value-for-parameter
             exec_properties, input_config.splits[0].pattern)
-        assignment = (examples
+        assignment = (kept
                       | "SplitKeys" >> beam.Map(_split_key)
                       | "AllKeys" >> beam.combiners.ToList()
                       | "AssignPatients" >> beam.Map(
                           ingest.assign_splits, proportions, split_names=names))
-        partitions = examples | "SplitByPatient" >> beam.Partition(
-            lambda example, _, patients: names.index(patients[_split_key(example)[0]]),
+        partitions = kept | "SplitByPatient" >> beam.Partition(
+            lambda item, _, patients: names.index(patients[item.record.patient_id]),
             len(names), beam.pvalue.AsSingleton(assignment))
-        return dict(zip(names, partitions))
+        # Read, converted and serialized per split inside the stage that writes it.
+        return {name: partition
+                | f"Reload[{name}]" >> beam.Map(ingest.reload, file_checks)
+                | f"ToExample[{name}]" >> beam.Map(
+                    lambda accepted: accepted_to_example(accepted).SerializeToString())
+                for name, partition in zip(names, partitions)}
