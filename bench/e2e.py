@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from bench.measure import REPO_ROOT, RssSampler
 
@@ -101,10 +101,13 @@ def component_intervals(metadata_path: str) -> Dict[str, Dict[str, float]]:
     return intervals
 
 
-def run_pipeline(settings: Settings, output_dir: str) -> Dict[str, object]:
+def run_pipeline(settings: Settings, output_dir: str,
+                 extra_args: Sequence[str] = ()) -> Dict[str, object]:
+    """`cxr run` timed; per component its wall time, the process tree's peak RSS while it
+    ran and the RSS when it started (what earlier components left behind)."""
     from pipeline.config import PipelineConfig
 
-    timed = _run_timed(pipeline_command(settings, output_dir),
+    timed = _run_timed(pipeline_command(settings, output_dir) + list(extra_args),
                        os.path.join(os.path.dirname(output_dir),
                                     os.path.basename(output_dir) + ".log"))
     sampler = timed["sampler"]
@@ -112,8 +115,10 @@ def run_pipeline(settings: Settings, output_dir: str) -> Dict[str, object]:
     components = {}
     for name, interval in component_intervals(config.metadata_path).items():
         peak = sampler.peak_between(interval["start"], interval["end"])
+        at_start = sampler.at(interval["start"])
         components[name] = {"seconds": interval["end"] - interval["start"],
-                            "peak_rss_mib": peak / 2**20 if peak else None}
+                            "peak_rss_mib": peak / 2**20 if peak else None,
+                            "start_rss_mib": at_start / 2**20 if at_start else None}
     return {"wall_seconds": timed["wall_seconds"], "peak_rss_mib": sampler.peak / 2**20,
             "components": components}
 

@@ -126,15 +126,22 @@ def paired_differences(results: Sequence[ModelResult], reference: str, resamples
 
 
 def compare(base: PipelineConfig, models: Sequence[str], out_dir: str, command: str,
-            resamples: int = metrics.DEFAULT_RESAMPLES, run: bool = True) -> Dict:
-    """Run (or reuse from cache) every model's pipeline and write the comparison files."""
+            resamples: int = metrics.DEFAULT_RESAMPLES, run: bool = True,
+            progress: bool = False, verbose: bool = False) -> Dict:
+    """Run (or reuse from cache) every model's pipeline and write the comparison files.
+
+    progress: a bar over the models on stderr, with each component's start and end.
+    """
+    from tqdm import tqdm
+
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for model in models:
+    bar = tqdm(models, desc="models", unit="model", disable=not progress)
+    for model in bar:
         config = model_config(base, model)
         if run:
-            print(f"[{model}] running pipeline '{config.pipeline_name}'", flush=True)
-            runners.run_local(config)
+            tqdm.write(f"[{model}] running pipeline '{config.pipeline_name}'")
+            runners.run_local(config, report=tqdm.write if progress else None, verbose=verbose)
         results.append(_collect(model, config, resamples))
     _same_test_split(results)
     test_images = _test_images(results[0])
