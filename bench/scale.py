@@ -49,6 +49,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-steps", type=int,
+                        help="cap on training steps per epoch (for quick checks)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every (size, workers)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the generated data sets (default: delete each after use)")
@@ -107,7 +109,10 @@ def measure_size(args: argparse.Namespace, source: str, images: int, workers: in
         loads.append([round(x, 2) for x in os.getloadavg()])
         print(f"[scale {images}] run {index + 1}/{args.repeats}, {workers} Beam worker(s), "
               f"load {loads[-1][0]} ...", flush=True)
-        run = e2e.run_pipeline(settings, output_dir, ["--beam-direct-workers", str(workers)])
+        extra = ["--beam-direct-workers", str(workers)]
+        if args.train_steps:
+            extra += ["--train-steps", str(args.train_steps)]
+        run = e2e.run_pipeline(settings, output_dir, extra)
         run["examples"] = _examples_written(output_dir, settings.data_dir)
         run["load_average_at_start"] = loads[-1]
         run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

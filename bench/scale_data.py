@@ -52,17 +52,18 @@ def existing(out_dir: str) -> Optional[dict]:
 
 def build(source_dir: str, images: int, out_dir: str, seed: int = 0,
           progress: bool = True) -> dict:
-    """Write `images` variants of source_dir's images (cycled in sorted order) to out_dir.
+    """Write `images` variants of source_dir's images to out_dir, cycling through them in a
+    seeded shuffled order (so that a small set holds every class in about its share).
 
     Reuses a finished set with the same source, size and seed. Returns its description.
     """
-    wanted = {"source": os.path.abspath(source_dir), "images": images, "seed": seed}
+    wanted = {"source": os.path.abspath(source_dir), "images": images, "seed": seed,
+              "order": "shuffled"}
     found = existing(out_dir)
     if found and all(found.get(k) == v for k, v in wanted.items()):
         return found
-    records = ingest.scan(source_dir).records
-    if not records:
-        raise ingest.DataError(f"no images in {source_dir}")
+    records = list(ingest.scan(source_dir).records)
+    random.Random(seed).shuffle(records)
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
     marker = os.path.join(out_dir, MARKER)
