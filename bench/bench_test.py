@@ -27,7 +27,7 @@ def test_percentile_interpolates_between_ranks():
 def test_plain_keras_splits_by_patient_as_ingestion_does(tmp_path):
     records = ingest.scan(make_subset(str(tmp_path / "data"), per_class=10)).records
     parts = plain_keras.split_records(records, (70, 15, 15))
-    assignment = ingest.assign_splits([(r.patient_id, r.label, r.source) for r in records],
+    assignment = ingest.assign_splits([(r.patient_id, r.label) for r in records],
                                       [0.7, 0.15, 0.15])
     assert sorted(r.path for part in parts.values() for r in part) == sorted(
         r.path for r in records)

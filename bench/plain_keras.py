@@ -2,12 +2,13 @@
 
 What the pipeline's Trainer does, without TFX: the same patient-level split
 (ingest.assign_splits), the same decoding (models/preprocessing.decode_image), the same
-model, augmentation, class weights, two training phases, learning rates and early stopping
-(models/trainer.py and models/builders.py: the same functions, so a change of the default
-recipe reaches both sides), read from the image files with tf.data; then the model is saved
-and evaluated on the test split. Missing, because such a script does not have them: the file
-checks and quarantine, schema validation, statistics, sliced evaluation, blessing, Grad-CAM,
-the model card, lineage and a serving signature that decodes images.
+model, augmentation, class weights, two training phases, learning rates, best-epoch keeping
+and temperature calibration (models/trainer.py and models/builders.py: the same functions,
+so a change of the default recipe reaches both sides), read from the image files with
+tf.data; then the model is saved and evaluated on the test split. Missing, because such a
+script does not have them: the file checks and quarantine, schema validation, statistics,
+sliced evaluation, blessing, Grad-CAM, the model card, lineage and a serving signature that
+decodes images.
 
 Run as `python -m bench.plain_keras --data-dir DIR --work-dir DIR ...`; prints one JSON line.
 """
@@ -28,7 +29,7 @@ def split_records(records: Sequence[ingest.ImageRecord], proportions: Sequence[i
     """train/eval/test by patient, exactly as ImageExampleGen assigns them."""
     total = sum(proportions)
     assignment = ingest.assign_splits(
-        [(r.patient_id, r.label, r.source) for r in records], [p / total for p in proportions])
+        [(r.patient_id, r.label) for r in records], [p / total for p in proportions])
     return {split: [r for r in records if assignment[r.patient_id] == split]
             for split in features.SPLIT_NAMES}
 
@@ -68,13 +69,10 @@ def train_and_evaluate(records: Sequence[ingest.ImageRecord], work_dir: str, mod
     test = _dataset(parts["test"], image_size, batch_size, False, config["seed"])
 
     model = trainer.build_model(config)
-    stop = tf.keras.callbacks.EarlyStopping(monitor="val_loss",
-                                            patience=config["early_stopping_patience"],
-                                            restore_best_weights=True)
-    trainer.fit_two_phases(model, config, train,
-                           steps_per_epoch=math.ceil(len(parts["train"]) / batch_size),
-                           validation_data=validation, class_weight=trainer.class_weights(counts),
-                           callbacks=[stop], verbose=2)
+    trainer.fit_two_phases(model, config, train, validation,
+                           math.ceil(len(parts["train"]) / batch_size),
+                           class_weight=trainer.class_weights(counts), verbose=2)
+    trainer.calibrate(model, validation)
     model.save(os.path.join(work_dir, "model"), save_format="tf", save_traces=False)
     probabilities = model.predict(test, verbose=0)
     truth = np.array([features.CLASS_NAMES.index(r.label) for r in parts["test"]])

@@ -7,7 +7,6 @@ execution and outputs from ML Metadata to print its duration and one key figure.
 summary_lines() gives the table of every component.
 """
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -49,19 +48,22 @@ def _node_state(config: PipelineConfig, node: str):
     return state, outputs
 
 
-def _last_validation_loss(model_run_uri: str) -> Optional[float]:
-    """The last epoch's validation loss from the Trainer's TensorBoard logs."""
+def _training_figure(model_uri: str) -> str:
+    """The kept epoch's eval loss, from the summary the Trainer saves beside the model."""
     import tensorflow as tf
 
-    loss = None
-    for path in sorted(glob.glob(os.path.join(model_run_uri, "**", "validation", "events.*"),
-                                 recursive=True)):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "epoch_loss":
-                    loss = float(tf.make_ndarray(value.tensor)) if value.HasField(
-                        "tensor") else value.simple_value
-    return loss
+    from components.grad_cam.explain import find_saved_model
+    from models import features
+
+    path = os.path.join(find_saved_model(model_uri), features.SERVING_EXTRAS_DIR,
+                        features.TRAINING_SUMMARY_FILE)
+    if not tf.io.gfile.exists(path):
+        return ""
+    with tf.io.gfile.GFile(path) as f:
+        summary = json.load(f)
+    best = summary["best_epoch"]
+    return (f"eval loss {summary['eval_loss_per_epoch'][best - 1]:.3f} "
+            f"(epoch {best} of {summary['epochs_run']} kept)")
 
 
 def key_figure(node: str, outputs: Dict[str, object]) -> str:
@@ -82,8 +84,7 @@ def key_figure(node: str, outputs: Dict[str, object]) -> str:
         problems = describe_anomalies(anomalies)
         return f"{len(problems)} anomalies" if problems else "no anomalies"
     if "ModelRun" in outputs:
-        loss = _last_validation_loss(outputs["ModelRun"].uri)
-        return f"eval loss {loss:.3f}" if loss is not None else ""
+        return _training_figure(outputs["Model"].uri)
     if "ModelBlessing" in outputs:
         from components.model_card import metrics
 

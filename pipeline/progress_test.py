@@ -12,7 +12,7 @@ def test_key_figures_come_from_each_components_outputs(tiny_pipeline):
                for node in ALL_NODES}
     assert figures["ImageExampleGen"] == "24 examples written, 0 files quarantined"
     assert figures["ExampleValidator"] == "no anomalies"
-    assert re.fullmatch(r"eval loss \d+\.\d{3}", figures["Trainer"])
+    assert re.fullmatch(r"eval loss \d+\.\d{3} \(epoch [12] of 2 kept\)", figures["Trainer"])
     assert re.fullmatch(r"blessed, test accuracy \d\.\d{3}", figures["Evaluator"])
     assert re.fullmatch(r"test accuracy \d\.\d{3} \(95% CI \d\.\d{3}-\d\.\d{3}\)",
                         figures["ModelCardGenerator"])

@@ -191,16 +191,17 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     return kept
 
 
-def _split_key(item: ingest.CheckedFile) -> Tuple[str, str, str]:
-    return item.record.patient_id, item.record.label, item.record.source
+def _split_key(item: ingest.CheckedFile) -> Tuple[str, str]:
+    return item.record.patient_id, item.record.label
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """ExampleGen executor that splits by patient instead of by hashing each example.
 
     The output splits and their proportions come from output_config's hash_buckets; the
-    assignment itself is ingest.assign_splits (stratified by class and source), because
-    hashing patients alone leaves small data sets with classes missing from a split.
+    assignment itself is ingest.assign_splits: a seeded hash of each patient id, like TFX's
+    partition_feature_name, but one that also keeps every class in every split of a small
+    data set.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
