@@ -181,13 +181,15 @@ def markdown(results: dict, plot_name: str) -> str:
         "Each row is one `cxr run` in a fresh process on N distinct augmented variants of "
         f"`{entries[0]['dataset']['source']}` (bench/scale_data.py), "
         f"model `{entries[0]['settings']['model']}`, {entries[0]['settings']['image_size']} px, "
-        f"{entries[0]['settings']['epochs']} epoch(s), batch {entries[0]['settings']['batch_size']}; "
+        f"{entries[0]['settings']['epochs']} epoch(s), batch "
+        f"{entries[0]['settings']['batch_size']}; "
         "median (min–max) where repeated. Peak RSS: the pipeline's process tree while the "
         "component ran (components share the process, so what earlier ones left counts too).",
         "",
         f"![time and memory against N]({plot_name})",
         "",
-        "| N | Beam workers | repeats | measured (UTC) | commit | load at start | wall (s) | peak RSS (MiB) |",
+        "| N | Beam workers | repeats | measured (UTC) | commit | load at start | wall (s) "
+        "| peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
@@ -259,7 +261,8 @@ def plot(results: dict, path: str) -> None:
 
 
 def write_markdown(results: dict, doc: str, plot_path: str) -> None:
-    section = f"{BEGIN}\n{markdown(results, os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc))))}\n{END}"
+    plot_name = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(doc)))
+    section = f"{BEGIN}\n{markdown(results, plot_name)}\n{END}"
     text = open(doc, encoding="utf-8").read() if os.path.isfile(doc) else "# Benchmarks\n"
     if BEGIN in text and END in text:
         before, rest = text.split(BEGIN, 1)

@@ -130,13 +130,14 @@ def compare(base: PipelineConfig, models: Sequence[str], out_dir: str, command: 
             progress: bool = False, verbose: bool = False) -> Dict:
     """Run (or reuse from cache) every model's pipeline and write the comparison files.
 
-    progress: a bar over the models on stderr, with each component's start and end.
+    progress: a bar over the models on stderr (on a terminal) and each component's start
+    and end.
     """
     from tqdm import tqdm
 
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    bar = tqdm(models, desc="models", unit="model", disable=not progress)
+    bar = tqdm(models, desc="models", unit="model", disable=None if progress else True)
     for model in bar:
         config = model_config(base, model)
         if run:

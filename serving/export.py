@@ -295,7 +295,8 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str,
            progress: bool = False) -> ParityReport:
     """Write the export, check it on the test split and save the report beside it.
 
-    The test split is read PARITY_BATCH images at a time (progress: a bar on stderr).
+    The test split is read PARITY_BATCH images at a time (progress: a bar on stderr when it
+    is a terminal).
     Raises ParityError (after saving the report) when the export misses its tolerance.
     """
     from tqdm import tqdm
@@ -324,7 +325,8 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str,
     saved_model = tf.saved_model.load(version_dir).signatures[features.SERVING_SIGNATURE]
     reference, exported = [], []
     for batch in tqdm(image_batches(examples_dir, "test", PARITY_BATCH),
-                      desc="checking on the test split", unit="batch", disable=not progress):
+                      desc="checking on the test split", unit="batch",
+                      disable=None if progress else True):
         reference.append(saved_model(**{features.SERVING_INPUT: tf.constant(batch)})[
             features.PROBABILITIES_OUTPUT].numpy())
         exported.append(predictor(decode_images(batch, size)))

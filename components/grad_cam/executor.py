@@ -172,7 +172,8 @@ class Executor(base_executor.BaseExecutor):
         explained_mistakes = int(wrong[chosen].sum())
         skipped = scanned.skipped
         context = {"model": model_artifact.uri, "examples": f"{examples.uri} ({split} split)",
-                   "images in split": len(scanned.positions), "misclassified in split": misclassified,
+                   "images in split": len(scanned.positions),
+                   "misclassified in split": misclassified,
                    "misclassified explained": f"{explained_mistakes} of {misclassified}",
                    "undecodable images skipped": len(skipped)}
         if input_dict.get(BLESSING_KEY):

@@ -128,7 +128,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
     """Heatmaps, faithfulness figures and the report for `cases`; returns summary.json's data.
 
     Each heatmap explains the class the model predicts for that image. progress: a bar on
-    stderr over the images' faithfulness curves (the long part).
+    stderr (on a terminal) over the images' faithfulness curves (the long part).
     """
     from tqdm import tqdm
 
@@ -145,7 +145,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
     os.makedirs(os.path.join(out_dir, OVERLAY_DIR), exist_ok=True)
     records, panels = [], {}
     for index, case in enumerate(tqdm(cases, desc="explaining", unit="image",
-                                      disable=not progress)):
+                                      disable=None if progress else True)):
         heatmap, class_id = explanation.heatmaps[index], int(explanation.class_ids[index])
         predicted = features.CLASS_NAMES[class_id]
         curves = faithfulness.deletion_insertion(cam.predict, images[index], heatmap, class_id,

@@ -140,7 +140,8 @@ class _StoredGzipTFRecordSink(filebasedsink.FileBasedSink):
         return _GzipWriter(super().open(temp_path))
 
     def write_encoded_record(self, file_handle, value: bytes) -> None:
-        tfrecordio._TFRecordUtil.write_record(file_handle, value)  # pylint: disable=protected-access
+        # Beam's own TFRecord framing (length, masked CRC32C): the format every reader expects.
+        tfrecordio._TFRecordUtil.write_record(file_handle, value)  # pylint: disable=W0212
 
 
 def _in_content_order(kept: List[ingest.CheckedFile]) -> List[ingest.CheckedFile]:

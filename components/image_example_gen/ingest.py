@@ -335,14 +335,14 @@ def check_data(data_dir: str, options: IngestOptions, progress: bool = False) ->
         List[CheckedFile], quarantine.IngestionReport]:
     """Every check the executor makes, without Beam or TFX: for `cxr check-data`.
 
-    progress: a progress bar on stderr (tqdm) while the files are checked.
+    progress: a progress bar on stderr (tqdm, on a terminal) while the files are checked.
     """
     from tqdm import tqdm
 
     scanned = scan(data_dir, options.ignore_unknown_labels)
     checked, rejected = [], []
     for record in tqdm(scanned.records, desc="checking files", unit="file",
-                       disable=not progress, mininterval=1):
+                       disable=None if progress else True, mininterval=1):
         outcome = inspect_record(record, options.file_checks)
         if isinstance(outcome, Accepted):
             checked.append(without_bytes(outcome))
