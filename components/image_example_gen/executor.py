@@ -5,6 +5,10 @@ as they are on disk unless TensorFlow would decode them differently, in which ca
 corrected 8-bit PNG is stored and the report says so. Transform decodes them, so the same
 code path serves training and serving. Files that fail a check, and all but one copy of
 identical files, are written to `quarantine.json` inside the examples artifact.
+
+No step holds the images: the checks pass on what the split and the report need, and each
+kept file is read again, hash-checked and serialized in the stage that writes it (Beam's
+in-process runner keeps whole collections in memory between stages).
 """
 import gzip
 import os
@@ -162,7 +166,8 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     Two passes over the files, so that no step holds the images: the checks keep what the
     split and the report need (ingest.CheckedFile), and each kept file is read again just
     before it is written. The quarantine report goes to exec_properties[REPORT_PATH_KEY]
-    (set by Executor.Do). Returns the kept files as ingest.Accepted, in content-hash order.
+    (set by Executor.Do). Returns the kept files as ingest.CheckedFile, in content-hash
+    order; GenerateExamplesByBeam splits them and turns each into its example.
     """
     del split_pattern
     options = options_from_exec_properties(exec_properties)
