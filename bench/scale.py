@@ -126,7 +126,8 @@ def measure_size(args: argparse.Namespace, source: str, images: int, workers: in
     return {"images": images, "beam_direct_workers": workers, "dataset": dataset,
             "examples": runs[-1]["examples"],
             "settings": {"model": args.model, "image_size": args.image_size,
-                         "epochs": args.epochs, "batch_size": args.batch_size},
+                         "epochs": args.epochs, "batch_size": args.batch_size,
+                         "train_steps": args.train_steps},
             "wall_seconds": measure.summarize([r["wall_seconds"] for r in runs]),
             "peak_rss_mib": measure.summarize([r["peak_rss_mib"] for r in runs]),
             "components": _component_summary(runs, images), "runs": runs,
@@ -194,7 +195,9 @@ def markdown(results: dict, plot_name: str) -> str:
     ]
     for e in entries:
         loads = ", ".join(str(r["load_average_at_start"][0]) for r in e["runs"])
-        lines.append(f"| {e['images']} | {e['beam_direct_workers']} | {len(e['runs'])} | "
+        capped = e["settings"].get("train_steps")
+        lines.append(f"| {e['images']}{f' (training capped at {capped} steps)' if capped else ''}"
+                     f" | {e['beam_direct_workers']} | {len(e['runs'])} | "
                      f"{e['machine']['started_utc']} | {e['machine']['git_commit']} | {loads} | "
                      f"{_spread(e['wall_seconds'])} | {_spread(e['peak_rss_mib'], 0)} |")
     names = [n for n in entries[-1]["components"]
