@@ -40,8 +40,10 @@ def _node_state(config: PipelineConfig, node: str):
     if not executions:
         return None, {}
     execution = max(executions, key=lambda e: e.id)
+    # A resolver records what it found as INTERNAL_OUTPUT events.
+    output_types = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.INTERNAL_OUTPUT)
     output_ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
-                  if e.type == metadata_store_pb2.Event.OUTPUT]
+                  if e.type in output_types]
     types = {t.id: t.name for t in store.get_artifact_types()}
     outputs = {types[a.type_id]: a for a in store.get_artifacts_by_id(output_ids)}
     state = metadata_store_pb2.Execution.State.Name(execution.last_known_state)
@@ -68,6 +70,9 @@ def _training_figure(model_uri: str) -> str:
 
 def key_figure(node: str, outputs: Dict[str, object]) -> str:
     """One number that says what the component produced, from its output artifacts."""
+    if node == "latest_blessed_model_resolver":
+        return ("baseline: the last blessed model" if "Model" in outputs
+                else "no blessed model yet: no baseline")
     if "Examples" in outputs and node == "ImageExampleGen":
         from components.image_example_gen import quarantine
 
@@ -109,12 +114,10 @@ def key_figure(node: str, outputs: Dict[str, object]) -> str:
         if pushed["pushed"].int_value:
             return f"pushed version {pushed['pushed_version'].string_value}"
         return "not pushed (model not blessed)"
-    if "Model" in outputs and node == "latest_blessed_model_resolver":
-        return "baseline: the last blessed model"
-    if node == "latest_blessed_model_resolver":
-        return "no blessed model yet: no baseline"
     if "HyperParameters" in outputs:
         return "best hyperparameters chosen on the eval split"
+    if "Schema" in outputs:
+        return "curated schema (schemas/schema.pbtxt)"
     if "ExampleStatistics" in outputs:
         return "statistics of every split"
     if "TransformGraph" in outputs:
