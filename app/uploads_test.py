@@ -9,7 +9,7 @@ from PIL import Image
 from app import uploads
 from conftest import SAMPLE_DIR
 
-JPEG_PATH = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0005.jpg")
+JPEG_PATH = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0003.jpg")
 
 
 def _jpeg() -> bytes:

@@ -264,8 +264,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         class_weight=class_weights(counts), verbose=2,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
                                                   update_freq="epoch")])
-    summary = {"best_epoch": best.best_epoch + 1, "epochs_run": len(best.losses),
-               "eval_loss_per_epoch": best.losses, **calibrate(model, validation)}
+    summary = {"config": config, "best_epoch": best.best_epoch + 1,
+               "epochs_run": len(best.losses), "eval_loss_per_epoch": best.losses,
+               **calibrate(model, validation)}
 
     # save_traces=False: layers are revived from their configs, which makes saving about 10x
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.
