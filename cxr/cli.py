@@ -129,8 +129,6 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--engine", choices=("local",), default="local",
                      help="LocalDagRunner (Beam DirectRunner unless --beam-runner dataflow)")
     _add_pipeline_flags(run)
-    run.add_argument("--verbose", action="store_true", default=False,
-                     help="show TFX and Beam logs")
 
 
 def _add_compile_parser(commands) -> None:
@@ -162,8 +160,6 @@ def _add_compare_parser(commands) -> None:
                                        "OUTPUT_DIR/comparison")
     compare.add_argument("--bootstrap-resamples", type=int, default=1000,
                          help="resamples of patients for the F1 and ROC-AUC intervals")
-    compare.add_argument("--verbose", action="store_true", default=False,
-                         help="show TFX and Beam logs")
     _add_pipeline_flags(compare)
 
 
@@ -194,8 +190,6 @@ def _variant_settings(spec: str) -> Tuple[str, Dict]:
 def _compare(args: argparse.Namespace) -> int:
     import shlex
 
-    if not args.verbose:
-        _quiet_libraries()
     from pipeline import compare
 
     if "model" in vars(args) or "weights" in vars(args):
@@ -227,7 +221,7 @@ def _compare(args: argparse.Namespace) -> int:
     _check_output_dir(out_dir)
     comparison = compare.compare(config, candidates, out_dir, shlex.join(["cxr"] + args.argv),
                                  args.bootstrap_resamples, run=not args.no_run,
-                                 eval_only=args.eval_only)
+                                 eval_only=args.eval_only, progress=True, verbose=args.verbose)
     split = "eval" if args.eval_only else "test"
     for name, result in comparison["models"].items():
         scores = result[split]
@@ -339,9 +333,7 @@ def _check_inputs(config, models_and_weights: Sequence[Tuple[str, Optional[str]]
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        _quiet_libraries()
-    from pipeline import runners, summary
+    from pipeline import progress, runners, summary
 
     config = _config_from_args(args)
     scanned = _check_inputs(config, [(config.model, config.weights)])
@@ -352,9 +344,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"Running pipeline '{config.pipeline_name}' on {scanned.files_seen} files from "
           f"{config.data_dir} (model {config.model}, {config.epochs} epoch(s), "
           f"{config.image_size}px)", flush=True)
-    runners.run_local(config)
+    steps = runners.run_local(config, report=lambda line: print(line, flush=True),
+                              verbose=args.verbose)
     result = summary.summarize(config)
-    print("\n".join(summary.format_summary(result, config)))
+    print("\n".join(progress.summary_lines(steps) + summary.format_summary(result, config)))
     return 0
 
 
@@ -375,13 +368,12 @@ CHECK_DATA_REPORT = "quarantine.csv"
 
 def _check_data(args: argparse.Namespace) -> int:
     """The executor's checks without TFX: exit 0 when `cxr run` would accept the data."""
-    _quiet_libraries()
     from components.image_example_gen import ingest
 
     config = _config_from_args(args)
     _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
     try:
-        _, report = ingest.check_data(config.data_dir, config.ingest_options)
+        _, report = ingest.check_data(config.data_dir, config.ingest_options, progress=True)
     except ingest.DataError as error:
         raise UsageError(str(error))
     report.write(args.report)
@@ -392,7 +384,6 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from pipeline import runners
 
     config = _config_from_args(args)
@@ -408,7 +399,6 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from pipeline import runners
     from pipeline.config import PipelineConfig, setting_source, settings_from_env
 
@@ -522,11 +512,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export_parser(commands) -> None:
-    from serving.export import FORMATS
-
+def _add_export_parser(commands, selected: bool) -> None:
     export = commands.add_parser(
         "export", help="ONNX or TFLite export of a pushed model, checked on the test split")
+    if not selected:  # its flags need serving.export, which imports TensorFlow
+        return
+    from serving.export import FORMATS
+
     export.add_argument("--model-dir", required=True,
                         help="a pushed version: SERVING_DIR/<model_name>/<version>")
     export.add_argument("--format", required=True, choices=FORMATS)
@@ -541,10 +533,11 @@ def _export(args: argparse.Namespace) -> int:
 
     from serving import export
 
-    _quiet_libraries()
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    if not args.verbose:
+        logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        report = export.export(args.model_dir, args.format, args.output, args.examples)
+        report = export.export(args.model_dir, args.format, args.output, args.examples,
+                               progress=True)
     except export.ExportError as error:
         raise UsageError(str(error))
     print(report.summary())
@@ -569,14 +562,14 @@ def _add_gradcam_parser(commands) -> None:
 
 
 def _gradcam(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from components.grad_cam import explain
 
     _check_output_dir(args.out)
     try:
         options = explain.Options(overlay_alpha=args.alpha, steps=args.steps,
                                   target_layer=args.target_layer)
-        summary = explain.explain_files(args.images, args.model, args.out, options)
+        summary = explain.explain_files(args.images, args.model, args.out, options,
+                                        progress=True)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error))
     print("\n".join(explain.summary_lines(summary)))
@@ -585,12 +578,14 @@ def _gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_app_parser(commands) -> None:
-    from app import launch
-
+def _add_app_parser(commands, selected: bool) -> None:
     app = commands.add_parser(
         "app", help="web demo (Streamlit): upload a chest X-ray, see the prediction, its "
                     "Grad-CAM and the model card")
+    if not selected:  # its flags need app.launch, which imports TensorFlow
+        return
+    from app import launch
+
     launch.add_model_arguments(app)
     app.add_argument("--port", type=int, default=launch.DEFAULT_PORT)
     app.add_argument("--address", default=launch.DEFAULT_ADDRESS,
@@ -624,6 +619,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="cxr", description="Chest X-ray TFX pipeline (research and education only; "
                                 "not for clinical use).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow, TFX and Beam logs")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)
     _add_compare_parser(commands)
@@ -632,13 +631,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _add_run_spec_parser(commands)
     _add_predict_parser(commands)
     _add_serve_parser(commands)
-    _add_export_parser(commands)
+    _add_export_parser(commands, selected == "export")
     _add_gradcam_parser(commands)
     _add_check_data_parser(commands)
-    _add_app_parser(commands)
-    argv = list(sys.argv[1:] if argv is None else argv)
+    _add_app_parser(commands, selected == "app")
+    for subcommand in commands.choices.values():  # also accepted after the subcommand
+        subcommand.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                help="show tracebacks")
+        subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="show TensorFlow, TFX and Beam logs")
     args = parser.parse_args(argv)
     args.argv = argv
+    if not args.verbose:
+        _quiet_libraries()
     handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
                 "run-spec": _run_spec,
                 "gradcam": _gradcam, "check-data": _check_data, "predict": _predict,

@@ -3,12 +3,12 @@ import dataclasses
 import json
 import os
 import re
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from tfx import v1 as tfx
 
 from components.curated_schema.executor import file_sha256
-from pipeline import spec_runner
+from pipeline import progress, spec_runner
 from pipeline.config import IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline, run_time_settings
 from schemas import SCHEMA_FILE
@@ -16,10 +16,21 @@ from schemas import SCHEMA_FILE
 KFP_PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
 
-def run_local(config: PipelineConfig) -> None:
-    """Run with LocalDagRunner and Beam's DirectRunner; MLMD caching reuses finished steps."""
+def run_local(config: PipelineConfig, report: Optional[Callable[[str], None]] = None,
+              verbose: bool = False) -> List[progress.Step]:
+    """Run with LocalDagRunner and Beam's DirectRunner; MLMD caching reuses finished steps.
+
+    report: called with a line as each component starts and ends (pipeline/progress.py);
+    the steps are returned for the summary table. verbose keeps TFX's own logs visible.
+    """
     os.makedirs(os.path.dirname(config.metadata_path), exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    pipeline = create_pipeline(config)
+    if report is None:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+        return []
+    with progress.RunProgress(config, len(pipeline.components), verbose, report) as watcher:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    return watcher.steps
 
 
 def compile_vertex(config: PipelineConfig, output_file: str) -> None:

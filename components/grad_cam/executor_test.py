@@ -33,7 +33,8 @@ def _test_split(tmp_path, per_class: int) -> standard_artifacts.Examples:
             bytes_list=tf.train.BytesList(value=[BROKEN_PATIENT.encode()]))}))
     path = str(tmp_path / "examples" / "Split-test" / "data_tfrecord-00000-of-00001.gz")
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for accepted in ingest.check_data(data_dir, ingest.IngestOptions())[0]:
+        for checked in ingest.check_data(data_dir, ingest.IngestOptions())[0]:
+            accepted = ingest.reload(checked, ingest.IngestOptions().file_checks)
             writer.write(accepted_to_example(accepted).SerializeToString())
         writer.write(broken.SerializeToString())
     return examples

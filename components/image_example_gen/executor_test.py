@@ -152,3 +152,18 @@ def test_cache_key_carries_the_ingestion_code_digest(tmp_path):
         gen.exec_properties["custom_config"]
     assert executor.options_from_exec_properties(gen.exec_properties) == \
         ingest.IngestOptions(min_image_side=32)
+
+
+def test_splits_are_gzip_files_in_content_hash_order(tmp_path):
+    import gzip
+
+    data_dir = make_subset(str(tmp_path / "data"), per_class=4)
+    examples = _run_executor(data_dir, str(tmp_path / "out"), (50, 25, 25))
+    for split in features.SPLIT_NAMES:
+        files = glob.glob(os.path.join(examples.uri, f"Split-{split}", "*.gz"))
+        assert len(files) == 1
+        with gzip.open(files[0]) as f:  # any gzip reader: the payload is stored, not deflated
+            assert len(f.read()) > 0
+        digests = [hashlib.sha256(_value(e, features.IMAGE_KEY)).hexdigest()
+                   for e in _read(examples.uri, split)]
+        assert digests == sorted(digests)

@@ -58,9 +58,15 @@ def _parse_metadata(batch: tf.Tensor) -> List[Dict[str, str]]:
             for i in range(int(tf.shape(batch)[0]))]
 
 
-def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
+def count_labels(examples_uri: str, split: str) -> Counter:
+    """Examples per label of a split, counted a batch at a time (no rows kept)."""
     records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
-    return [row for batch in records.batch(PREDICT_BATCH) for row in _parse_metadata(batch)]
+    counts = Counter()
+    for batch in records.batch(256):
+        labels = tf.io.parse_example(batch, {features.LABEL_KEY: _METADATA_SPEC[
+            features.LABEL_KEY]})[features.LABEL_KEY].numpy()
+        counts.update(label.decode() for label in labels)
+    return counts
 
 
 def predict_split(model_dir: str, examples_uri: str, split: str
@@ -82,8 +88,11 @@ def predict_split(model_dir: str, examples_uri: str, split: str
 
 
 def _counts(rows: List[Dict[str, str]], key: str) -> str:
-    return ", ".join(f"{value} {count}" for value, count in sorted(Counter(
-        r[key] for r in rows).items()))
+    return _format_counts(Counter(r[key] for r in rows))
+
+
+def _format_counts(counts: Counter) -> str:
+    return ", ".join(f"{value} {count}" for value, count in sorted(counts.items()))
 
 
 def _versions() -> Dict[str, str]:
@@ -196,8 +205,8 @@ class Executor(base_executor.BaseExecutor):
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
                                                    training, training_summary)
         keras_model = tf.keras.models.load_model(model_dir, compile=False)
-        splits = {split: read_metadata(examples_uri, split) for split in ("train", "eval")}
-        splits["test"] = rows
+        splits = {split: count_labels(examples_uri, split) for split in ("train", "eval")}
+        splits["test"] = Counter(r[features.LABEL_KEY] for r in rows)
         card = {
             "model_name": exec_properties[MODEL_NAME_KEY],
             "version": None,
@@ -219,8 +228,9 @@ class Executor(base_executor.BaseExecutor):
             },
             "training_data": {
                 "data_dir": training.get("data_dir", "unknown"),
-                "split_counts": "; ".join(f"{split}: {len(r)} images ({_counts(r, 'label')})"
-                                          for split, r in splits.items()),
+                "split_counts": "; ".join(
+                    f"{split}: {sum(c.values())} images ({_format_counts(c)})"
+                    for split, c in splits.items()),
                 "test_sources": _counts(rows, features.SOURCE_KEY),
                 "test_age_groups": _counts(rows, features.AGE_GROUP_KEY),
                 "train_bias": bias.data_bias(splits["train"]),
