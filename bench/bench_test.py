@@ -4,7 +4,6 @@ No timing assertions: the numbers of a 12-image run mean nothing; what matters i
 `make bench` produces complete, well-formed results.
 """
 import json
-import os
 
 import pytest
 
@@ -12,7 +11,6 @@ from bench import __main__ as bench_main
 from bench import measure, plain_keras, report, throughput
 from components.image_example_gen import ingest
 from conftest import make_subset
-from models import features
 
 PIPELINE_COMPONENTS = {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer",
                        "Evaluator", "Pusher"}

@@ -290,7 +290,6 @@ def _slice_rows(models: Dict, key: str, feature: str, values: Sequence[str] = ()
 
 def render_comparison(comparison: Dict) -> str:
     fmt, models = render.fmt, comparison["models"]
-    covid = features.CLASS_NAMES[features.COVID_CLASS_ID]
     choice = comparison["recommendation"]
     tested = "" if comparison["eval_only"] else (
         f" Every candidate was tested on the same {comparison['test_images']} images of "

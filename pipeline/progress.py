@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from pipeline.config import PipelineConfig
 

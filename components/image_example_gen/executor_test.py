@@ -1,3 +1,5 @@
+import glob
+import gzip
 import hashlib
 import os
 
@@ -155,8 +157,6 @@ def test_cache_key_carries_the_ingestion_code_digest(tmp_path):
 
 
 def test_splits_are_gzip_files_in_content_hash_order(tmp_path):
-    import gzip
-
     data_dir = make_subset(str(tmp_path / "data"), per_class=4)
     examples = _run_executor(data_dir, str(tmp_path / "out"), (50, 25, 25))
     for split in features.SPLIT_NAMES:

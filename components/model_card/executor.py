@@ -7,7 +7,7 @@ import importlib.metadata
 import json
 import os
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -58,15 +58,34 @@ def _parse_metadata(batch: tf.Tensor) -> List[Dict[str, str]]:
             for i in range(int(tf.shape(batch)[0]))]
 
 
-def count_labels(examples_uri: str, split: str) -> Counter:
-    """Examples per label of a split, counted a batch at a time (no rows kept)."""
+def count_metadata(examples_uri: str, split: str, keys: Sequence[str]) -> Counter:
+    """Examples per combination of `keys` values in a split, counted a batch at a time (no
+    rows kept)."""
     records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    spec = {key: _METADATA_SPEC[key] for key in keys}
     counts = Counter()
     for batch in records.batch(256):
-        labels = tf.io.parse_example(batch, {features.LABEL_KEY: _METADATA_SPEC[
-            features.LABEL_KEY]})[features.LABEL_KEY].numpy()
-        counts.update(label.decode() for label in labels)
+        parsed = tf.io.parse_example(batch, spec)
+        counts.update(zip(*([value.decode() for value in parsed[key].numpy()] for key in keys)))
     return counts
+
+
+def _first_key_counts(counts: Counter) -> Counter:
+    result = Counter()
+    for key, count in counts.items():
+        result[key[0]] += count
+    return result
+
+
+def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
+    """Every example's metadata of a split (for notebooks; the card counts in a stream)."""
+    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    rows = []
+    for batch in records.batch(PREDICT_BATCH):
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, _METADATA_SPEC).items()}
+        rows += [{k: values[i].decode() for k, values in parsed.items()}
+                 for i in range(len(parsed[features.LABEL_KEY]))]
+    return rows
 
 
 def predict_split(model_dir: str, examples_uri: str, split: str
@@ -205,8 +224,11 @@ class Executor(base_executor.BaseExecutor):
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
                                                    training, training_summary)
         keras_model = tf.keras.models.load_model(model_dir, compile=False)
-        splits = {split: count_labels(examples_uri, split) for split in ("train", "eval")}
-        splits["test"] = Counter(r[features.LABEL_KEY] for r in rows)
+        train = count_metadata(examples_uri, "train", bias.KEYS)
+        splits = {"train": _first_key_counts(train),
+                  "eval": _first_key_counts(count_metadata(examples_uri, "eval",
+                                                           [features.LABEL_KEY])),
+                  "test": Counter(r[features.LABEL_KEY] for r in rows)}
         card = {
             "model_name": exec_properties[MODEL_NAME_KEY],
             "version": None,
@@ -233,7 +255,7 @@ class Executor(base_executor.BaseExecutor):
                     for split, c in splits.items()),
                 "test_sources": _counts(rows, features.SOURCE_KEY),
                 "test_age_groups": _counts(rows, features.AGE_GROUP_KEY),
-                "train_bias": bias.data_bias(splits["train"]),
+                "train_bias": bias.data_bias(train),
             },
             "bootstrap_resamples": resamples,
             "n_test_images": test_metrics["n_images"],

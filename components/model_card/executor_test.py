@@ -1,11 +1,12 @@
 """The model card of the tiny end-to-end run (conftest.tiny_pipeline): a real TFMA result."""
 import json
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from components.model_card import executor, metrics, render
+from components.model_card import bias, executor, metrics, render
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,8 @@ def test_bias_section_counts_the_training_split(card, tiny_pipeline):
     train_bias = content["training_data"]["train_bias"]
     train_rows = executor.read_metadata(tiny_pipeline.first.examples_uri, "train")
     assert train_bias["images"] == len(train_rows)
+    assert train_bias["class_by_age_group"] == bias.crosstab(
+        Counter((r["label"], r["source"], r["age_group"]) for r in train_rows), "age_group")
     assert sum(sum(counts.values()) for counts in train_bias["class_by_source"].values()) == \
         len(train_rows)
     text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
