@@ -16,7 +16,7 @@ from components.grad_cam.component import check_parameters as check_gradcam_para
 from components.image_example_gen.component import check_split_percentages
 from components.image_example_gen.ingest import IngestOptions
 from components.runtime import thresholds
-from models import builders, features
+from models import builders, features, trainer
 from schemas import SCHEMA_FILE
 
 ENV_PREFIX = "CXR_"
@@ -35,13 +35,13 @@ class PipelineConfig:
     pipeline_root: Optional[str] = None
     serving_dir: Optional[str] = None
     schema_file: str = SCHEMA_FILE
-    model: str = "mobilenet_v2"
+    model: str = trainer.DEFAULTS["model"]
     # None: the model's default ImageNet weights; "none", "imagenet" or a file (models/builders).
     weights: Optional[str] = None
     serving_model_name: str = "cxr_classifier"
-    epochs: int = 10
+    epochs: int = trainer.DEFAULTS["epochs"]
     image_size: int = features.DEFAULT_IMAGE_SIZE
-    batch_size: int = 16
+    batch_size: int = trainer.DEFAULTS["batch_size"]
     # None: models/trainer.py's default. Backbone layers (from the top) unfrozen for
     # fine-tuning; more than the backbone has unfreezes all of it.
     fine_tune_layers: Optional[int] = None
