@@ -58,7 +58,10 @@ def _ratio(numerator: float, denominator: float) -> float:
 def point_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, float]:
     """Flat dict: 'accuracy', 'macro_f1', 'macro_auc' and '<class>/<metric>' (NaN if undefined).
 
-    Macro averages take the classes where the metric is defined.
+    Macro averages take the classes the labels hold (where the metric is defined): on a slice
+    of two classes, such as one source's Normal and Pneumonia films, macro-F1 is their mean,
+    not dragged to 2/3 of it by an F1 of 0 for a third class the slice cannot contain. Calls of
+    that absent class still lower the present classes' sensitivity.
     """
     labels = np.asarray(labels)
     predicted = probabilities.argmax(axis=1)
@@ -73,7 +76,8 @@ def point_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, fl
         result[f"{name}/ppv"] = _ratio(tp, tp + fp)
         result[f"{name}/f1"] = _ratio(2 * tp, 2 * tp + fp + fn)
         result[f"{name}/auc"] = one_vs_rest_auc(actual, probabilities[:, class_id])
-        f1s.append(result[f"{name}/f1"])
+        if actual.any():
+            f1s.append(result[f"{name}/f1"])
         aucs.append(result[f"{name}/auc"])
     result["macro_f1"] = _nanmean(f1s)
     result["macro_auc"] = _nanmean(aucs)

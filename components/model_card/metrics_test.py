@@ -32,6 +32,18 @@ def test_per_class_counts_match_hand_computation():
         [[2, 1, 0], [1, 1, 0], [0, 0, 1]]
 
 
+def test_macro_f1_of_a_two_class_slice_averages_the_classes_it_holds():
+    # One source's Normal and Pneumonia films, one of them called COVID-19.
+    pneumonia, normal = features.CLASS_NAMES.index("Pneumonia"), features.CLASS_NAMES.index(
+        "Normal")
+    labels = np.array([pneumonia, pneumonia, normal, normal])
+    predicted = np.array([pneumonia, features.COVID_CLASS_ID, normal, normal])
+    point = metrics.point_metrics(labels, _one_hot_probabilities(predicted))
+    assert point["COVID-19/f1"] == 0.0
+    assert point["Pneumonia/sensitivity"] == 0.5
+    assert point["macro_f1"] == pytest.approx((2 / 3 + 1.0) / 2)
+
+
 def test_perfect_predictions_have_a_degenerate_interval():
     labels = np.array([0, 1, 2] * 10)
     estimates = metrics.bootstrap(labels, _one_hot_probabilities(labels),
