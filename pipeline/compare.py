@@ -183,7 +183,8 @@ def compare(base: PipelineConfig, candidates: Dict[str, PipelineConfig], out_dir
             tqdm.write(f"[{name}] running pipeline '{config.pipeline_name}'")
             runners.run_local(config, report=tqdm.write if progress else None, verbose=verbose)
         results.append(_collect(name, config, resamples))
-    align_test_predictions(results)
+    if not eval_only:  # an eval-only comparison never looks at the test predictions
+        align_test_predictions(results)
     choice = recommend(results, base.min_covid_recall)
     comparison = {
         "command": command,
