@@ -21,18 +21,21 @@ def _gradient(dtype=np.uint8, high=255):
     return np.linspace(0, high, 48 * 64).reshape(48, 64).astype(dtype)
 
 
-def _check(image, size):
+def _check(image, size, lowest_max=0.95):
     assert image.shape == (size, size, 3)
     assert image.dtype == tf.float32
     # Stretched to the full range before resizing; resampling may pull the extremes in a bit.
     assert 0.0 <= float(tf.reduce_min(image)) < 0.05
-    assert 0.95 < float(tf.reduce_max(image)) <= 1.0
+    assert lowest_max < float(tf.reduce_max(image)) <= 1.0
     np.testing.assert_allclose(image[..., 0], image[..., 2])  # gray in all three channels
 
 
 def test_decodes_a_real_jpeg_from_the_sample():
     path = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
-    _check(preprocessing.decode_image(tf.constant(open(path, "rb").read()), 96), 96)
+    # A film's brightest pixels are few (labels, wires): the antialiased downsizing averages
+    # them with darker neighbours, so the maximum lands below a smooth gradient's.
+    _check(preprocessing.decode_image(tf.constant(open(path, "rb").read()), 96), 96,
+           lowest_max=0.85)
 
 
 @pytest.mark.parametrize("array,mode", [
