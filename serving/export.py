@@ -8,12 +8,12 @@ Every export is compared with the SavedModel's serving_default on the ExampleGen
 (PARITY_RULES). Float exports (ONNX, float32 TFLite) must agree on the top class for every
 image and within FLOAT_TOLERANCE on every probability. float16 weights cannot meet that on a
 confident model (rounding the weights moves confident probabilities by up to 3e-2), so
-tflite-fp16 has its own bound, and an image whose SavedModel top two probabilities are within
-NEAR_TIE_MARGIN has no top class for it to keep. int8 must agree on the top class for
-INT8_MIN_AGREEMENT of the images: before converting, the int8 weights of every convolution are
-rounded to minimise its output error on training images (serving/weight_rounding.py), which
-TFLite's nearest rounding does not, and which MobileNetV2 needs. The numbers go to
-`<output>.parity.json` beside the export.
+tflite-fp16 has its own bound, and an image whose SavedModel top two probabilities are
+within FLOAT16_NEAR_TIE_MARGIN has no top class for float16 to keep. int8 must agree on the
+top class for INT8_MIN_AGREEMENT of the images: before converting, the int8 weights of every
+convolution are rounded to minimise its output error on training images
+(serving/weight_rounding.py), which TFLite's nearest rounding does not, and which MobileNetV2
+needs. The numbers go to `<output>.parity.json` beside the export.
 """
 import dataclasses
 import glob
@@ -29,9 +29,11 @@ from serving import weight_rounding
 
 FLOAT_TOLERANCE = 1e-3
 FLOAT16_TOLERANCE = 5e-2
-# SavedModel top two probabilities closer than this: a near-tie, whose top class an error
-# within the float tolerance itself could flip.
-NEAR_TIE_MARGIN = FLOAT_TOLERANCE
+# SavedModel top two probabilities closer than this: a near-tie, whose top class float16
+# weights may flip. On the default cxr4 model (224 px, 241 test images) they moved
+# probabilities by up to 9.5e-3 and swapped two top classes decided by 3.7e-3 and 9.4e-3:
+# a margin below twice the largest move is not one the float16 weights can be held to.
+FLOAT16_NEAR_TIE_MARGIN = 2e-2
 INT8_MIN_AGREEMENT = 0.97
 
 
@@ -54,7 +56,7 @@ class ParityRule:
 PARITY_RULES: Dict[str, ParityRule] = {
     "onnx": ParityRule(1.0, FLOAT_TOLERANCE),
     "tflite": ParityRule(1.0, FLOAT_TOLERANCE),
-    "tflite-fp16": ParityRule(1.0, FLOAT16_TOLERANCE, NEAR_TIE_MARGIN),
+    "tflite-fp16": ParityRule(1.0, FLOAT16_TOLERANCE, FLOAT16_NEAR_TIE_MARGIN),
     "tflite-int8": ParityRule(INT8_MIN_AGREEMENT),
 }
 FORMATS = tuple(PARITY_RULES)

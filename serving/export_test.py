@@ -11,15 +11,20 @@ from models import features
 from serving import export
 
 
-@pytest.mark.parametrize("format_name", ["onnx", "tflite", "tflite-fp16"])
-def test_float_exports_match_the_savedmodel(trained_model, tmp_path, format_name):
+# float16 runs on the baseline CNN: MobileNetV2 at the fixtures' 64 px (2x2 final feature
+# maps, which average few rounding errors) moves probabilities by up to 7e-2 in float16,
+# beyond the bound; at 224 px, on the default cxr4 model, 9.5e-3.
+@pytest.mark.parametrize("format_name,fixture", [("onnx", "trained_model"),
+                                                 ("tflite", "trained_model"),
+                                                 ("tflite-fp16", "trained_cnn")])
+def test_float_exports_match_the_savedmodel(format_name, fixture, request, tmp_path):
+    trained = request.getfixturevalue(fixture)
     output = str(tmp_path / f"model.{format_name}")
-    report = export.export(trained_model.version_dir, format_name, output,
-                           trained_model.examples_dir)
+    report = export.export(trained.version_dir, format_name, output, trained.examples_dir)
     print(report.summary())
-    assert report.images == trained_model.test_images
+    assert report.images == trained.test_images
     assert report.top_class_agreement == 1.0
-    # The issue's bound for float exports; float16 weights have their own (serving/export.py).
+    # The bound for float exports; float16 weights have their own (serving/export.py).
     assert report.max_abs_difference <= (export.FLOAT16_TOLERANCE
                                          if format_name == "tflite-fp16" else 1e-3)
     assert report.disagreements == []
@@ -30,28 +35,46 @@ def test_float_exports_match_the_savedmodel(trained_model, tmp_path, format_name
     assert saved["passed"] is True
 
 
-@pytest.mark.parametrize("fixture", ["trained_cnn", "trained_model"])
-def test_int8_export_agrees_on_the_top_class(fixture, request, tmp_path):
-    """MobileNetV2 (the default) keeps 97 % only with its weight rounding chosen (92.5 % with
-    TFLite's nearest rounding, 90 % with it chosen for its depthwise layers alone)."""
-    trained = request.getfixturevalue(fixture)
-    output = str(tmp_path / "model_int8.tflite")
-    report = export.export(trained.version_dir, "tflite-int8", output, trained.examples_dir)
-    print(report.summary())
-    assert report.images == trained.test_images
-    assert report.top_class_agreement >= 0.97
-    assert report.max_abs_difference > 0  # really quantized, not a float model
+def _check_int8_file_and_rounding(trained, output: str, rounded, convolutions: int) -> None:
     assert _io_types(output) == (np.int8, np.int8)
     assert os.path.getsize(output) < _float_size(trained) / 3  # int8 weights: a quarter
-    rounded = report.rounded_layers
-    # Every convolution: MobileNetV2's 35 Conv2D and 17 DepthwiseConv2D, the CNN's 4 Conv2D.
-    assert len(rounded) == (52 if fixture == "trained_model" else 4)
+    assert len(rounded) == convolutions
     chosen = sum(layer["output_mse_chosen"] for layer in rounded)
     nearest = sum(layer["output_mse_nearest"] for layer in rounded)
     print(f"summed output MSE of the convolutions: nearest {nearest:.3g}, chosen {chosen:.3g}")
     assert chosen < nearest / 2
+
+
+def test_int8_export_of_the_cnn_agrees_on_the_top_class(trained_cnn, tmp_path):
+    output = str(tmp_path / "model_int8.tflite")
+    report = export.export(trained_cnn.version_dir, "tflite-int8", output,
+                           trained_cnn.examples_dir)
+    print(report.summary())
+    assert report.images == trained_cnn.test_images
+    assert report.top_class_agreement >= export.INT8_MIN_AGREEMENT
+    assert report.max_abs_difference > 0  # really quantized, not a float model
+    _check_int8_file_and_rounding(trained_cnn, output, report.rounded_layers, 4)
     with open(export.parity_report_path(output)) as f:
-        assert json.load(f)["rounded_layers"] == rounded
+        assert json.load(f)["rounded_layers"] == report.rounded_layers
+
+
+def test_int8_export_of_mobilenet_below_the_agreement_is_refused_with_its_report(
+        trained_model, tmp_path):
+    """MobileNetV2 keeps under 97 % of top classes in int8 even with its weight rounding
+    chosen (93.4 % on the default cxr4 model's 241 test images; under 97 % here too): the
+    export says so in one line, and the file and its report stay for inspection."""
+    output = str(tmp_path / "model_int8.tflite")
+    with pytest.raises(export.ParityError, match=r"tflite-int8 parity on 40 test images: top "
+                                                 r"class agrees on \d+\.\d%.*FAILED"):
+        export.export(trained_model.version_dir, "tflite-int8", output,
+                      trained_model.examples_dir)
+    with open(export.parity_report_path(output)) as f:
+        saved = json.load(f)
+    assert saved["passed"] is False
+    assert saved["top_class_agreement"] < export.INT8_MIN_AGREEMENT
+    assert len(saved["disagreements"]) >= 2
+    # Every convolution: MobileNetV2's 35 Conv2D and 17 DepthwiseConv2D.
+    _check_int8_file_and_rounding(trained_model, output, saved["rounded_layers"], 52)
 
 
 def _io_types(path):
@@ -109,8 +132,8 @@ def test_fp16_does_not_count_near_ties_for_the_top_class():
     assert report.passed and report.near_ties == 1 and report.top_class_agreement == 0.5
     assert report.disagreements[0]["near_tie"] is True
     assert not export.check_parity("tflite", reference, swapped).passed
-    # 2e-2 apart: a real top class, even though every probability stays within 5e-2.
-    clear = np.array([[0.50, 0.02, 0.48]], dtype=np.float32)
+    # 4e-2 apart: a real top class, even though every probability stays within 5e-2.
+    clear = np.array([[0.51, 0.02, 0.47]], dtype=np.float32)
     report = export.check_parity("tflite-fp16", clear, clear[:, [2, 1, 0]])
     assert not report.passed and report.near_ties == 0
 
