@@ -43,7 +43,7 @@ def test_local_run_with_two_direct_workers_and_the_tuner_completes(tmp_path):
     with open(os.path.join(result.model_card_dir, "model_card.json")) as f:
         model = json.load(f)["model"]
     assert model["hyperparameters_source"] == "chosen by the Tuner on the eval split"
-    tuned = {k: v for k, v in best.items() if k != "score"}
+    tuned = {k: v for k, v in best.items() if k not in ("trial_id", "score")}
     assert {k: model["hyperparameters"][k] for k in tuned} == tuned
     # Settings outside the baseline CNN's search space are reported as the Trainer used them.
     assert {"fine_tune_layers", "fine_tune_learning_rate"} <= set(model["hyperparameters"])
