@@ -34,7 +34,12 @@ def source_sha256(*paths: str) -> str:
     return digest.hexdigest()
 
 
+# Library packages outside components/ whose code a component's executor runs.
+LIBRARIES = {"image_example_gen": ("imaging",)}
+
+
 def component_sha256(package: str) -> str:
-    """A custom component's code: components/<package>/ and the constants it shares."""
-    return source_sha256(os.path.join("components", package),
+    """A custom component's code: components/<package>/, the libraries it runs and the
+    constants it shares."""
+    return source_sha256(os.path.join("components", package), *LIBRARIES.get(package, ()),
                          os.path.join("models", "features.py"))
