@@ -48,11 +48,11 @@ def model_base(tiny_pipeline, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def served(model_base):
     """The same model behind a gRPC PredictionService: the expected answers, and --server."""
-    grpc_server, service, port = server.start_server(model_base, port=0)
-    target = f"{server.LOOPBACK}:{port}"
-    with client.PredictionClient(target, service.model_name) as grpc_client:
+    running = server.start_server(model_base, port=0)
+    target = f"{server.LOOPBACK}:{running.grpc_port}"
+    with client.PredictionClient(target, running.servable.model_name) as grpc_client:
         yield target, grpc_client
-    grpc_server.stop(grace=None).wait()
+    running.stop()
 
 
 class RunningApp:
@@ -183,7 +183,7 @@ def test_upload_shows_prediction_heatmaps_and_model_card(browser, start_app, mod
     notes.write_text("patient notes, not an image\n")
     _upload(page, str(notes))
     page.locator('[data-testid="stAlert"]').get_by_text(
-        "notes.txt is not a PNG, JPEG or DICOM image").wait_for()
+        "notes.txt: not an image: content is text, not a JPEG, PNG or DICOM image").wait_for()
     assert page.locator("h4", has_text="Predicted class:").count() == 0
     page.screenshot(path=str(tmp_path / "app-error.png"))
     # The app keeps working after a bad upload.

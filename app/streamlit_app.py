@@ -90,7 +90,8 @@ def probability_chart(prediction: client.Prediction) -> alt.Chart:
 class Analysis:
     """One upload's outcome: a message for the page, or the prediction and its overlays."""
     error: Optional[str] = None
-    image: bytes = b""
+    image: bytes = b""  # as the model sees it (what ingestion would have stored)
+    conversion: Optional[str] = None  # why `image` differs from the upload, if it does
     prediction: Optional[client.Prediction] = None
     overlays: Optional[Dict[str, Image.Image]] = None  # None: no local model for Grad-CAM
 
@@ -98,14 +99,16 @@ class Analysis:
 def analyse(name: str, data: bytes, local: Optional[predictors.LocalPredictor],
             predictor: predictors.Predictor) -> Analysis:
     try:
-        image = uploads.image_bytes_from_upload(name, data)
+        prepared = uploads.prepare_upload(name, data)
+        image = prepared.encoded
         prediction = predictor.predict(image)
     except uploads.UploadError as error:
         return Analysis(error=str(error))
     except client.ServingError as error:
         return Analysis(error=f"Prediction failed: {error}")
     overlays = predictors.class_overlays(local.cam, image) if local else None
-    return Analysis(image=image, prediction=prediction, overlays=overlays)
+    return Analysis(image=image, conversion=prepared.conversion, prediction=prediction,
+                    overlays=overlays)
 
 
 def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPredictor]
@@ -115,7 +118,9 @@ def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPr
         return
     prediction = analysis.prediction
     left, right = st.columns(2)
-    left.image(analysis.image, caption=f"{upload.name} as uploaded", width="stretch")
+    caption = (f"{upload.name} as the model sees it ({analysis.conversion})"
+               if analysis.conversion else f"{upload.name} as uploaded")
+    left.image(analysis.image, caption=caption, width="stretch")
     with right:
         st.markdown(f"#### Predicted class: {prediction.predicted_class}")
         st.altair_chart(probability_chart(prediction), width="stretch")
