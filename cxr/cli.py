@@ -47,6 +47,11 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--fine-tune-layers", type=int, metavar="N",
+                        help="backbone layers, from the top, trained in the fine-tuning phase "
+                             "(more than the backbone has: all of it)")
+    parser.add_argument("--label-smoothing", type=float, metavar="E",
+                        help="cross-entropy label smoothing during training")
     parser.add_argument("--split", dest="split_percentages", type=_split_percentages,
                         metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
     parser.add_argument("--train-steps", type=int,

@@ -63,6 +63,8 @@ SERVING_INPUT = "image_bytes"
 SERVING_EXTRAS_DIR = "assets.extra"
 MODEL_CARD_FILE = "model_card.json"
 MODEL_CARD_PATH = f"{SERVING_EXTRAS_DIR}/{MODEL_CARD_FILE}"
+# What training did (best epoch, eval losses, the folded temperature), written by the Trainer.
+TRAINING_SUMMARY_FILE = "training.json"
 
 SPLIT_NAMES = ["train", "eval", "test"]
 

@@ -3,7 +3,9 @@
 Transformed images are not materialised (see README): the input pipeline reads the raw
 ExampleGen records and applies the Transform graph on the fly.
 """
+import json
 import math
+import os
 from typing import Dict, List, Optional, Tuple
 
 import keras_tuner
@@ -13,7 +15,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import builders, features
+from models import builders, calibration, features
 
 DEFAULTS = {
     "model": "mobilenet_v2",
@@ -25,6 +27,7 @@ DEFAULTS = {
     "fine_tune_layers": 30,
     "dropout": 0.3,
     "early_stopping_patience": 4,
+    "label_smoothing": 0.0,
     "seed": 0,
     "weights": None,
 }
@@ -86,9 +89,54 @@ def input_fn(file_patterns: List[str], data_accessor: tfx.components.DataAccesso
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _compile(model: tf.keras.Model, learning_rate: float) -> None:
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy",
+class BestEpoch(tf.keras.callbacks.Callback):
+    """The lowest-val_loss epoch's weights across every `fit` call, and early stopping.
+
+    Keras' EarlyStopping is reset when each `fit` starts and restores the best weights only
+    when it stops training itself, so with two phases the exported model was usually the
+    last epoch's. This keeps the best across both phases; patience counts within a phase
+    (unfreezing the backbone may cost an epoch or two before the loss falls again).
+    Variables are kept by object, not by position: `model.weights` lists trainable weights
+    first, so its order changes when the backbone is unfrozen.
+    """
+
+    def __init__(self, patience: int, monitor: str = "val_loss"):
+        super().__init__()
+        self.patience, self.monitor = patience, monitor
+        self.best = math.inf
+        self.best_epoch: Optional[int] = None
+        self.losses: List[float] = []
+        self._best_values: Optional[List[Tuple[tf.Variable, np.ndarray]]] = None
+        self._wait = 0
+
+    def on_train_begin(self, logs=None):
+        self._wait = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get(self.monitor, math.nan))
+        self.losses.append(loss)
+        if loss < self.best:
+            self.best, self.best_epoch, self._wait = loss, epoch, 0
+            self._best_values = [(v, v.numpy()) for v in self.model.weights]
+            return
+        self._wait += 1
+        if self._wait >= self.patience:
+            self.model.stop_training = True
+
+    def restore(self) -> None:
+        if self._best_values is None:
+            raise RuntimeError(f"no epoch reported a finite {self.monitor}")
+        for variable, value in self._best_values:
+            variable.assign(value)
+
+
+def _compile(model: tf.keras.Model, learning_rate, label_smoothing: float) -> None:
+    def loss(labels, probabilities):
+        targets = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), features.NUM_CLASSES)
+        return tf.keras.losses.categorical_crossentropy(targets, probabilities,
+                                                        label_smoothing=label_smoothing)
+
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=loss,
                   metrics=["sparse_categorical_accuracy"])
 
 
@@ -98,21 +146,29 @@ def build_model(config: Dict) -> tf.keras.Model:
 
 
 def fit_two_phases(model: tf.keras.Model, config: Dict, train: tf.data.Dataset,
-                   **fit_kwargs) -> tf.keras.callbacks.History:
-    """Train the head on a frozen backbone, then fine-tune the backbone's top layers.
+                   validation: tf.data.Dataset, steps_per_epoch: int,
+                   **fit_kwargs) -> BestEpoch:
+    """Train the head on a frozen backbone, then fine-tune the backbone's top layers; leave
+    the model at its best eval-loss epoch of either phase.
 
     Shared by Trainer and each Tuner trial, so that tuning scores the training that ships.
-    Returns the last phase's history.
+    The fine-tuning learning rate falls along a cosine to zero over its phase.
     """
+    best = BestEpoch(config["early_stopping_patience"])
+    fit_kwargs["callbacks"] = list(fit_kwargs.get("callbacks") or []) + [best]
     head_epochs, fine_tune_epochs = phase_epochs(config["model"], config["epochs"])
-    _compile(model, config["head_learning_rate"])
-    history = model.fit(train, epochs=head_epochs, **fit_kwargs)
+    _compile(model, config["head_learning_rate"], config["label_smoothing"])
+    model.fit(train, epochs=head_epochs, validation_data=validation,
+              steps_per_epoch=steps_per_epoch, **fit_kwargs)
     if fine_tune_epochs:
         builders.set_fine_tuning(model, config["fine_tune_layers"])
-        _compile(model, config["fine_tune_learning_rate"])
-        history = model.fit(train, initial_epoch=head_epochs,
-                            epochs=head_epochs + fine_tune_epochs, **fit_kwargs)
-    return history
+        schedule = tf.keras.optimizers.schedules.CosineDecay(
+            config["fine_tune_learning_rate"], decay_steps=fine_tune_epochs * steps_per_epoch)
+        _compile(model, schedule, config["label_smoothing"])
+        model.fit(train, initial_epoch=head_epochs, epochs=head_epochs + fine_tune_epochs,
+                  validation_data=validation, steps_per_epoch=steps_per_epoch, **fit_kwargs)
+    best.restore()
+    return best
 
 
 def steps_per_epoch(counts: np.ndarray, batch_size: int, step_cap: Optional[int]) -> int:
@@ -159,6 +215,38 @@ def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransfor
     }
 
 
+def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of every (image, label) batch of a finite dataset."""
+    labels, probabilities = [], []
+    for images, batch_labels in dataset:
+        probabilities.append(model(images, training=False).numpy())
+        labels.append(batch_labels.numpy().reshape(-1))
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
+def calibrate(model: tf.keras.Model, validation: tf.data.Dataset) -> Dict[str, float]:
+    """Fold the eval split's temperature into the model; returns the numbers behind it."""
+    labels, probabilities = predict_dataset(model, validation)
+    temperature = calibration.fit_temperature(labels, probabilities)
+    calibration.fold_temperature(model, temperature)
+    calibrated = calibration.apply_temperature(probabilities, temperature)
+    return {
+        "temperature": temperature,
+        "eval_images": int(len(labels)),
+        "eval_nll_before": calibration.negative_log_likelihood(labels, probabilities),
+        "eval_nll_after": calibration.negative_log_likelihood(labels, calibrated),
+    }
+
+
+def write_training_summary(summary: Dict, serving_model_dir: str) -> None:
+    """training.json beside the model card's place in the SavedModel (assets.extra/)."""
+    extras = os.path.join(serving_model_dir, features.SERVING_EXTRAS_DIR)
+    tf.io.gfile.makedirs(extras)
+    with tf.io.gfile.GFile(os.path.join(extras, features.TRAINING_SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=2)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = training_config(fn_args.custom_config, fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config["seed"])
@@ -170,19 +258,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                           config["batch_size"], training=False)
 
     model = build_model(config)
-    callbacks = [
-        tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-        tf.keras.callbacks.EarlyStopping(monitor="val_loss",
-                                         patience=config["early_stopping_patience"],
-                                         restore_best_weights=True),
-    ]
-    fit_two_phases(model, config, train,
-                   steps_per_epoch=steps_per_epoch(counts, config["batch_size"],
-                                                   fn_args.train_steps),
-                   validation_data=validation, class_weight=class_weights(counts),
-                   callbacks=callbacks, verbose=2)
+    best = fit_two_phases(
+        model, config, train, validation,
+        steps_per_epoch(counts, config["batch_size"], fn_args.train_steps),
+        class_weight=class_weights(counts), verbose=2,
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
+                                                  update_freq="epoch")])
+    summary = {"best_epoch": best.best_epoch + 1, "epochs_run": len(best.losses),
+               "eval_loss_per_epoch": best.losses, **calibrate(model, validation)}
 
     # save_traces=False: layers are revived from their configs, which makes saving about 10x
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.
     model.save(fn_args.serving_model_dir, save_format="tf", save_traces=False,
                signatures=export_signatures(model, tf_transform_output))
+    write_training_summary(summary, fn_args.serving_model_dir)

@@ -40,12 +40,14 @@ class TwoPhaseTuner(base_tuner.BaseTuner):
         super().__init__(**kwargs)
         self.base_config = base_config
 
-    def run_trial(self, trial, train: tf.data.Dataset, **fit_kwargs) -> Dict[str, float]:
+    def run_trial(self, trial, train: tf.data.Dataset, validation: tf.data.Dataset,
+                  steps_per_epoch: int, **fit_kwargs) -> Dict[str, float]:
         config = dict(self.base_config, **trial.hyperparameters.values)
         tf.keras.utils.set_random_seed(config["seed"])
         model = trainer.build_model(config)
-        history = trainer.fit_two_phases(model, config, train, **fit_kwargs)
-        return {OBJECTIVE.name: min(history.history[OBJECTIVE.name])}
+        best = trainer.fit_two_phases(model, config, train, validation, steps_per_epoch,
+                                      **fit_kwargs)
+        return {OBJECTIVE.name: best.best}
 
 
 def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
@@ -67,7 +69,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
                                   tf_transform_output, config["batch_size"], training=False)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
         "train": train,
-        "validation_data": validation,
+        "validation": validation,
         "steps_per_epoch": trainer.steps_per_epoch(counts, config["batch_size"],
                                                    fn_args.train_steps),
         "class_weight": trainer.class_weights(counts),

@@ -41,6 +41,10 @@ class PipelineConfig:
     epochs: int = 10
     image_size: int = features.DEFAULT_IMAGE_SIZE
     batch_size: int = 16
+    # None: models/trainer.py's default. Backbone layers (from the top) unfrozen for
+    # fine-tuning; more than the backbone has unfreezes all of it.
+    fine_tune_layers: Optional[int] = None
+    label_smoothing: Optional[float] = None
     split_percentages: Tuple[int, int, int] = (70, 15, 15)
     # Blessing: COVID-19 misses are the costliest error, so its recall has its own floor.
     min_covid_recall: float = 0.8
@@ -101,6 +105,10 @@ class PipelineConfig:
         _ = self.ingest_options  # raises ValueError for bad ingestion settings
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.fine_tune_layers is not None and self.fine_tune_layers < 1:
+            raise ValueError(f"fine_tune_layers must be at least 1, got {self.fine_tune_layers}")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -165,8 +173,12 @@ class PipelineConfig:
     @property
     def trainer_config(self) -> dict:
         """What models/trainer.py reads from Trainer's custom_config."""
-        return {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
-                "image_size": self.image_size, "weights": self.weights}
+        config = {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
+                  "image_size": self.image_size, "weights": self.weights}
+        for name in ("fine_tune_layers", "label_smoothing"):
+            if getattr(self, name) is not None:
+                config[name] = getattr(self, name)
+        return config
 
     @property
     def blessing_rule(self) -> str:

@@ -124,18 +124,19 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     return kept | "ToExample" >> beam.Map(accepted_to_example)
 
 
-def _split_key(example: tf.train.Example) -> Tuple[str, str, str]:
+def _split_key(example: tf.train.Example) -> Tuple[str, str]:
     feature = example.features.feature
     return tuple(feature[key].bytes_list.value[0].decode()
-                 for key in (features.PATIENT_ID_KEY, features.LABEL_KEY, features.SOURCE_KEY))
+                 for key in (features.PATIENT_ID_KEY, features.LABEL_KEY))
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
     """ExampleGen executor that splits by patient instead of by hashing each example.
 
     The output splits and their proportions come from output_config's hash_buckets; the
-    assignment itself is ingest.assign_splits (stratified by class and source), because
-    hashing patients alone leaves small data sets with classes missing from a split.
+    assignment itself is ingest.assign_splits: a seeded hash of each patient id, like TFX's
+    partition_feature_name, but one that also keeps every class in every split of a small
+    data set.
     """
 
     def GetInputSourceToExamplePTransform(self) -> beam.PTransform:

@@ -297,55 +297,60 @@ def check_data(data_dir: str, options: IngestOptions) -> Tuple[
     return sorted(kept, key=lambda a: a.record.path), report
 
 
-def _split_sizes(n: int, proportions: Sequence[float]) -> List[int]:
-    """Largest-remainder allocation, giving every split one patient once there are enough."""
-    raw = [n * p for p in proportions]
-    sizes = [math.floor(x) for x in raw]
-    by_remainder = sorted(range(len(raw)), key=lambda i: (sizes[i] - raw[i], i))
-    for i in by_remainder[: n - sum(sizes)]:
-        sizes[i] += 1
-    if n >= len(proportions):
-        for i, size in enumerate(sizes):
-            if size == 0 and proportions[i] > 0:
-                donor = max(range(len(sizes)), key=lambda j: sizes[j])
-                sizes[donor] -= 1
-                sizes[i] = 1
-    return sizes
+def _patient_position(seed: int, patient: str) -> float:
+    """A patient's fixed place in [0, 1): a seeded hash of the id and nothing else."""
+    digest = hashlib.sha256(f"{seed}:{patient}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
-def assign_splits(images: Iterable[Tuple[str, str, str]], proportions: Sequence[float],
+def _distance_to_split(position: float, bounds: Tuple[float, float]) -> float:
+    low, high = bounds
+    return max(low - position, position - high, 0.0)
+
+
+def assign_splits(images: Iterable[Tuple[str, str]], proportions: Sequence[float],
                   seed: int = 0, split_names: Sequence[str] = features.SPLIT_NAMES
                   ) -> Dict[str, str]:
-    """Patient id -> split name, from (patient_id, label, source) of every image.
+    """Patient id -> split name, from (patient_id, label) of every image.
 
-    Stratified by class and source.
     Every image of a patient goes to one split, so no patient leaks between train and
-    test. The order within a stratum comes from a seeded hash of the patient id, so the
-    result does not depend on file listing order and is the same on every machine.
+    test. A patient's split is read off its own seeded hash (a point in [0, 1) against the
+    cumulative proportions), so it depends on that patient alone: images and patients added
+    later never move a patient already there, and a model's next version is tested on the
+    same test patients. Hashing alone can leave a small data set without some class in some
+    split; then, for each such gap, the patient of that class whose hash lies nearest to the
+    split is moved into it (one that is not the last of its class in its own split). That
+    happens only while a class has few patients; with more of them the hash alone decides.
     """
     if len(proportions) != len(split_names) or any(p < 0 for p in proportions) \
             or not math.isclose(sum(proportions), 1.0, abs_tol=1e-6):
         raise DataError(f"split proportions must be {len(split_names)} non-negative "
                         f"numbers summing to 1, got {list(proportions)}")
     patient_labels: Dict[str, set] = defaultdict(set)
-    patient_sources: Dict[str, set] = defaultdict(set)
-    for patient, label, source in images:
+    for patient, label in images:
         patient_labels[patient].add(label)
-        patient_sources[patient].add(source)
-    strata: Dict[tuple, List[str]] = defaultdict(list)
-    for patient in patient_labels:
-        key = (tuple(sorted(patient_labels[patient])), tuple(sorted(patient_sources[patient])))
-        strata[key].append(patient)
+    edges = [sum(proportions[:i]) for i in range(len(proportions) + 1)]
+    bounds = {name: (edges[i], edges[i + 1]) for i, name in enumerate(split_names)}
+    used = [name for name, share in zip(split_names, proportions) if share > 0]
+    position = {patient: _patient_position(seed, patient) for patient in patient_labels}
+    assignment = {patient: next((name for name in used if point < bounds[name][1]), used[-1])
+                  for patient, point in position.items()}
+    members: Dict[str, List[str]] = defaultdict(list)
+    for patient in sorted(patient_labels, key=lambda p: (position[p], p)):
+        for label in patient_labels[patient]:
+            members[label].append(patient)
 
-    def rank(patient: str) -> str:
-        return hashlib.sha256(f"{seed}:{patient}".encode()).hexdigest()
+    def count(label: str, split: str) -> int:
+        return sum(assignment[p] == split for p in members[label])
 
-    assignment = {}
-    for key in sorted(strata):
-        patients = sorted(strata[key], key=rank)
-        start = 0
-        for name, size in zip(split_names, _split_sizes(len(patients), proportions)):
-            for patient in patients[start:start + size]:
-                assignment[patient] = name
-            start += size
+    for split in used:
+        for label in sorted(members):
+            if count(label, split) or len(members[label]) < len(used):
+                continue
+            movable = [p for p in members[label]
+                       if all(count(other, assignment[p]) > 1 for other in patient_labels[p])]
+            if movable:
+                nearest = min(movable, key=lambda p: _distance_to_split(position[p],
+                                                                        bounds[split]))
+                assignment[nearest] = split
     return assignment

@@ -159,7 +159,7 @@ def test_missing_and_empty_data_dirs_are_clear_errors(tmp_path):
 
 
 def _keys(records):
-    return [(r.patient_id, r.label, r.source) for r in records]
+    return [(r.patient_id, r.label) for r in records]
 
 
 def test_split_has_no_patient_leak_and_is_stable():
@@ -173,22 +173,58 @@ def test_split_has_no_patient_leak_and_is_stable():
 
     per_split = {name: [r for r in records if first[r.patient_id] == name]
                  for name in features.SPLIT_NAMES}
+    # Shares of a per-patient hash on ~100 patients: 70 % +- 2 standard deviations.
     total = len(records)
-    assert 0.62 < len(per_split["train"]) / total < 0.78
+    assert 0.6 < len(per_split["train"]) / total < 0.8
     for name in ("eval", "test"):
-        assert 0.08 < len(per_split[name]) / total < 0.22
+        assert 0.06 < len(per_split[name]) / total < 0.25
         assert {r.label for r in per_split[name]} == set(features.CLASS_NAMES)
 
 
-def test_split_of_a_multi_image_patient_stays_together():
-    keys = [("p1", "COVID-19", "s")] * 5 + [(f"q{i}", "Normal", "s") for i in range(20)]
+def _patients(prefix, count, label):
+    return [(f"{prefix}{i}", label) for i in range(count)]
+
+
+def test_split_of_existing_patients_does_not_change_when_patients_are_added():
+    keys = [key for label in features.CLASS_NAMES for key in _patients(label, 200, label)]
+    added = [key for label in features.CLASS_NAMES for key in _patients(f"new-{label}", 40, label)]
+    before = ingest.assign_splits(keys, [0.7, 0.15, 0.15])
+    after = ingest.assign_splits(keys + added, [0.7, 0.15, 0.15])
+    assert {patient: after[patient] for patient in before} == before
+    assert len(after) == len(before) + len(added)
+    shares = [list(after.values()).count(name) / len(after) for name in features.SPLIT_NAMES]
+    assert shares == pytest.approx([0.7, 0.15, 0.15], abs=0.04)
+
+
+@pytest.mark.parametrize("per_class", [3, 4, 8])
+def test_small_data_has_every_class_in_every_split(per_class):
+    keys = [key for label in features.CLASS_NAMES for key in _patients(label, per_class, label)]
     assignment = ingest.assign_splits(keys, [0.7, 0.15, 0.15])
-    assert len({assignment[p] for p, _, _ in keys if p == "p1"}) == 1
-    assert sorted(assignment.values()).count("train") == 15  # 14 Normal + the COVID patient
+    for name in features.SPLIT_NAMES:
+        assert {label for patient, label in keys if assignment[patient] == name} == \
+            set(features.CLASS_NAMES), name
+    # Moving a patient into a split never empties the split it came from.
+    assert all(list(assignment.values()).count(name) for name in features.SPLIT_NAMES)
+
+
+def test_split_of_a_patient_with_two_classes_stays_together():
+    keys = ([("p1", "COVID-19")] * 3 + [("p1", "Normal")] * 2
+            + [(f"q{i}", "Normal") for i in range(20)] + [(f"c{i}", "COVID-19") for i in range(8)])
+    assignment = ingest.assign_splits(keys, [0.7, 0.15, 0.15])
+    assert set(assignment) == {p for p, _ in keys}
+    for name in features.SPLIT_NAMES:
+        assert {label for patient, label in keys if assignment[patient] == name} == \
+            {"COVID-19", "Normal"}, name
+
+
+def test_a_zero_share_split_stays_empty():
+    keys = [key for label in features.CLASS_NAMES for key in _patients(label, 10, label)]
+    assignment = ingest.assign_splits(keys, [0.8, 0.0, 0.2])
+    assert "eval" not in assignment.values()
 
 
 def test_split_seed_changes_assignment():
-    keys = [(f"p{i}", "Normal", "s") for i in range(40)]
+    keys = [(f"p{i}", "Normal") for i in range(40)]
     assert ingest.assign_splits(keys, [0.7, 0.15, 0.15], seed=0) != \
         ingest.assign_splits(keys, [0.7, 0.15, 0.15], seed=1)
 
@@ -196,7 +232,7 @@ def test_split_seed_changes_assignment():
 @pytest.mark.parametrize("proportions", [[0.5, 0.5], [0.8, 0.3, -0.1], [0.5, 0.2, 0.2]])
 def test_split_rejects_bad_proportions(proportions):
     with pytest.raises(ingest.DataError, match="split proportions"):
-        ingest.assign_splits([("p", "Normal", "s")], proportions)
+        ingest.assign_splits([("p", "Normal")], proportions)
 
 
 def test_check_data_gives_every_file_an_example_or_a_record(tmp_path):
