@@ -13,7 +13,9 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app import model_card_test
 from conftest import REPO_ROOT, SAMPLE_DIR
@@ -139,7 +141,8 @@ def _upload(page, path: str) -> None:
 
 
 def _predicted_class(page) -> str:
-    heading = page.locator("h4", has_text="Predicted class:")
+    """The class shown, whether or not the gate flagged the image (then in an h5)."""
+    heading = page.locator("h4, h5", has_text="Predicted class")
     heading.wait_for()
     return heading.inner_text().split(":", 1)[1].strip()
 
@@ -192,6 +195,17 @@ def test_upload_shows_prediction_heatmaps_and_model_card(browser, start_app, mod
 
     written = app.files_written()
     assert not [path for path in written if open(path, "rb").read() == image_bytes], written
+
+    # Colour noise is no chest X-ray: the page says so first, the class only for reference.
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)).save(
+        noise)
+    flagged = grpc_client.predict([noise.read_bytes()])[0]
+    assert flagged.is_chest_xray is False
+    _upload(page, str(noise))
+    page.locator("h4", has_text="Not a frontal chest X-ray").wait_for()
+    assert _predicted_class(page) == flagged.predicted_class
+    page.screenshot(path=str(tmp_path / "app-not-a-chest-x-ray.png"))
 
 
 def test_server_mode_predicts_over_grpc_and_says_the_heatmap_is_unavailable(

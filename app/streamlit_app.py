@@ -111,6 +111,24 @@ def analyse(name: str, data: bytes, local: Optional[predictors.LocalPredictor],
                     overlays=overlays)
 
 
+def show_prediction(prediction: client.Prediction) -> None:
+    """The class and its probabilities; led by the gate's verdict when it flags the image."""
+    scores = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
+    if prediction.is_chest_xray is False:
+        st.markdown(f"#### {client.NOT_A_CHEST_XRAY.capitalize()}")
+        st.warning(f"The model's gate scores this image {prediction.chest_xray_score:.3f}: it "
+                   "does not look like the frontal chest films the model learned from, so "
+                   "its class means nothing here. Shown only for reference:", icon="🚫")
+        st.markdown(f"##### Predicted class, were it a chest X-ray: "
+                    f"{prediction.predicted_class}")
+    else:
+        st.markdown(f"#### Predicted class: {prediction.predicted_class}")
+    st.altair_chart(probability_chart(prediction), width="stretch")
+    if prediction.chest_xray_score is not None:
+        scores += f"; chest X-ray score {prediction.chest_xray_score:.3f}"
+    st.caption(scores)
+
+
 def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPredictor]
                   ) -> None:
     if analysis.error:
@@ -122,9 +140,7 @@ def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPr
                if analysis.conversion else f"{upload.name} as uploaded")
     left.image(analysis.image, caption=caption, width="stretch")
     with right:
-        st.markdown(f"#### Predicted class: {prediction.predicted_class}")
-        st.altair_chart(probability_chart(prediction), width="stretch")
-        st.caption(", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items()))
+        show_prediction(prediction)
     st.subheader("Grad-CAM")
     if analysis.overlays is None:
         st.info(NO_HEATMAP)

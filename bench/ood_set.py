@@ -18,7 +18,6 @@ Nothing is downloaded: the same command gives the same set on every machine with
 project's pinned packages.
 """
 import dataclasses
-import glob
 import gzip
 import io
 import os
@@ -200,11 +199,3 @@ def transformed_films(films: Sequence[Tuple[str, bytes]]) -> List[Sample]:
 def all_samples(films: Sequence[Tuple[str, bytes]], seed: int = 0) -> List[Sample]:
     return generated(seed) + packaged(seed) + transformed_films(films)
 
-
-def package_files_found() -> List[str]:
-    """Which shipped images exist here (a missing package shrinks the set; say so)."""
-    root = _site_packages()
-    return sorted(os.path.relpath(path, root) for path in
-                  glob.glob(os.path.join(root, "sklearn", "datasets", "images", "*.jpg"))
-                  + glob.glob(os.path.join(root, "matplotlib", "mpl-data", "sample_data",
-                                           "*")))

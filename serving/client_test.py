@@ -68,7 +68,10 @@ def test_metadata_describes_serving_default(served):
     assert signature.inputs[features.SERVING_INPUT].dtype == tf.string.as_datatype_enum
     assert [d.size for d in signature.inputs[features.SERVING_INPUT].tensor_shape.dim] == [-1]
     assert set(signature.outputs) == {features.PROBABILITIES_OUTPUT, features.CLASS_NAMES_OUTPUT,
-                                      features.PREDICTED_CLASS_OUTPUT}
+                                      features.PREDICTED_CLASS_OUTPUT,
+                                      features.CHEST_XRAY_SCORE_OUTPUT,
+                                      features.IS_CHEST_XRAY_OUTPUT}
+    assert signature.outputs[features.IS_CHEST_XRAY_OUTPUT].dtype == tf.bool.as_datatype_enum
 
 
 def test_wrong_model_name_or_version_is_not_found(served):
