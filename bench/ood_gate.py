@@ -20,7 +20,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
-from bench import measure, ood_set
+from bench import measure, ood_set, report
 
 RESULTS_FILE = os.path.join(measure.REPO_ROOT, "bench", "results", "ood_gate.json")
 DOC_FILE = os.path.join(measure.REPO_ROOT, "docs", "chest_xray_gate.md")
@@ -84,7 +84,7 @@ def _share(row: Dict[str, int]) -> str:
 
 
 def markdown(results: Dict[str, object]) -> str:
-    report = results["report"]
+    measured = results["report"]
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
         f"{results['machine']['git_commit']} on `{results['version_dir']}`; held-out films: "
@@ -93,29 +93,21 @@ def markdown(results: Dict[str, object]) -> str:
         "| inputs | images | flagged as not a frontal chest X-ray |",
         "|---|---|---|",
     ]
-    for category, row in report["rows"].items():
+    for category, row in measured["rows"].items():
         name = f"**{category}**" if category == HELD_OUT else category
         lines.append(f"| {name} | {row['images']} | {row['flagged']} ({_share(row)}) |")
-    total = {"images": report["non_chest_images"], "flagged": report["non_chest_flagged"]}
+    total = {"images": measured["non_chest_images"], "flagged": measured["non_chest_flagged"]}
     lines += [f"| **all non-chest-X-ray inputs** | {total['images']} | {total['flagged']} "
               f"({_share(total)}) |"]
-    if report["refused_by_the_image_path"]:
-        lines += ["", f"{len(report['refused_by_the_image_path'])} generated inputs never "
+    if measured["refused_by_the_image_path"]:
+        lines += ["", f"{len(measured['refused_by_the_image_path'])} generated inputs never "
                       "reached the model (refused by imaging.prepare, e.g. too small)."]
     return "\n".join(lines)
 
 
 def write_markdown(results: Dict[str, object], path: str) -> None:
-    section = f"{BEGIN}\n{markdown(results)}\n{END}"
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    report.replace_section(path, BEGIN, END, markdown(results),
+                           lambda section, text: text.rstrip("\n") + "\n\n" + section + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

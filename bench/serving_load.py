@@ -29,7 +29,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
-from bench import measure
+from bench import measure, report
 
 RESULTS_FILE = os.path.join(measure.REPO_ROOT, "bench", "results", "serving_load.json")
 DOC_FILE = os.path.join(measure.REPO_ROOT, "docs", "benchmarks.md")
@@ -315,16 +315,8 @@ def markdown(results: Dict[str, object]) -> str:
 
 def write_markdown(results: Dict[str, object], path: str) -> None:
     """Replace this benchmark's section of the document (appended when missing)."""
-    section = f"{BEGIN}\n{markdown(results)}\n{END}"
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## `cxr serve` under load\n\n" + section + "\n"
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    report.replace_section(path, BEGIN, END, markdown(results), lambda section, text: (
+        text.rstrip("\n") + "\n\n## `cxr serve` under load\n\n" + section + "\n"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -185,8 +185,9 @@ def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransfor
     class_names = tf.constant(features.CLASS_NAMES)
     raw_spec = tf_transform_output.raw_feature_spec()
     image_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
-    # The chest X-ray gate (models/ood.py): one forward pass gives both heads' inputs.
-    with_features = ood.with_features(model) if gate else None
+    # The chest X-ray gate (models/ood.py): one forward pass gives the probabilities and the
+    # features the gate watches.
+    gate_model = ood.feature_model(model) if gate else None
     gate_module = ood.GateModule(gate) if gate else None
 
     def predict(raw_features):
@@ -194,8 +195,8 @@ def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransfor
         if gate_module is None:
             probabilities, gate_outputs = model(images, training=False), {}
         else:
-            probabilities, penultimate = with_features(images, training=False)
-            gate_outputs = gate_module(penultimate)
+            probabilities, *pooled = gate_model(images, training=False)
+            gate_outputs = gate_module(pooled)
         return {
             features.PROBABILITIES_OUTPUT: probabilities,
             features.CLASS_NAMES_OUTPUT: tf.tile(class_names[tf.newaxis],
@@ -277,7 +278,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     summary = {"best_epoch": best.best_epoch + 1, "epochs_run": len(best.losses),
                "eval_loss_per_epoch": best.losses, **calibrate(model, validation)}
     # The chest X-ray gate: the trained model's own features of the training split (one
-    # pass, no augmentation), its threshold from the eval split.
+    # pass, no augmentation), its threshold from the eval split (models/ood.py).
     gate = ood.fit_model(model, input_fn(fn_args.train_files, fn_args.data_accessor,
                                          tf_transform_output, config["batch_size"],
                                          training=False), validation)

@@ -240,3 +240,14 @@ def test_each_version_is_warmed_up_before_serving(served, tmp_path):
             writer.write(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
     assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 2
+
+
+def test_describe_leads_with_the_gate_verdict():
+    probabilities = {"COVID-19": 0.5071, "Pneumonia": 0.2301, "Normal": 0.2628}
+    assert client.describe(client.Prediction("COVID-19", probabilities)) == \
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263)"
+    assert client.describe(client.Prediction("COVID-19", probabilities, 0.4123, True)) == \
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263); chest X-ray score 0.412"
+    assert client.describe(client.Prediction("COVID-19", probabilities, 0.0, False)) == (
+        "not a frontal chest X-ray (chest X-ray score 0.000); as a chest X-ray it would be "
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263)")

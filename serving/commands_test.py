@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR
 from cxr import cli
 from models import features
-from serving import export
+from serving import client, export
 
 MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
 STARTUP_SECONDS = 180
@@ -68,8 +68,11 @@ def test_serve_then_predict_prints_class_and_probabilities(serve_process, capsys
                      "--batch-size", "2", *images]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     first = results[0]
-    scores = ", ".join(f"{n} {p:.3f}" for n, p in first["probabilities"].items())
-    assert lines[0].startswith(f"{images[0]}: {first['predicted_class']} ({scores})")
+    assert isinstance(first["chest_xray_score"], float)
+    assert isinstance(first["is_chest_xray"], bool)
+    assert lines[0] == f"{images[0]}: " + client.describe(client.Prediction(
+        first["predicted_class"], first["probabilities"], first["chest_xray_score"],
+        first["is_chest_xray"]))
     assert len(lines) == 3
     # The same over TF Serving's REST API, from the same process.
     assert cli.main(["predict", "--rest", rest_url, "--model-name", MODEL_NAME, "--json",
