@@ -85,10 +85,11 @@ def _share(row: Dict[str, int]) -> str:
 
 def markdown(results: Dict[str, object]) -> str:
     measured = results["report"]
+    model = os.sep.join(os.path.normpath(results["version_dir"]).split(os.sep)[-2:])
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
-        f"{results['machine']['git_commit']} on `{results['version_dir']}`; held-out films: "
-        f"the test split of `{results['examples']}`.",
+        f"{results['machine']['git_commit']} on the model `{model}`; held-out films: the "
+        "test split of the examples it was trained from.",
         "",
         "| inputs | images | flagged as not a frontal chest X-ray |",
         "|---|---|---|",

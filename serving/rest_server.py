@@ -180,6 +180,8 @@ class RestApi:
             return 200, self._dispatch(method, path, body)
         except RequestError as error:
             return HTTP_STATUS.get(error.code, 500), {"error": error.message}
+        except Exception as error:  # noqa: BLE001  an answer, never a dropped connection
+            return 500, {"error": f"internal error: {type(error).__name__}: {error}"}
 
     def _dispatch(self, method: str, path: str, body: bytes) -> Dict[str, Any]:
         predict = PREDICT_PATH.fullmatch(path) if method == "POST" else None

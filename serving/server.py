@@ -135,7 +135,8 @@ class Servable:
                                      or features.SERVING_SIGNATURE,
                                      {name: tf.make_ndarray(tensor)
                                       for name, tensor in request.inputs.items()}))
-        elif features.SERVING_SIGNATURE in self._model.signatures:
+        elif features.SERVING_SIGNATURE in self._model.signatures and set(
+                self.input_specs(features.SERVING_SIGNATURE)) == {features.SERVING_INPUT}:
             requests.append((features.SERVING_SIGNATURE,
                              {features.SERVING_INPUT: np.array([_gray_png()], dtype=object)}))
         for signature_name, inputs in requests:
