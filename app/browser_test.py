@@ -24,7 +24,7 @@ from serving import client, server
 CHROMIUM = "/usr/bin/chromium"
 STARTUP_SECONDS = 180
 PREDICTION_TIMEOUT_MS = 120_000
-IMAGE = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0005.jpg")
+IMAGE = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0003.jpg")
 MODEL_NAME = "cxr_classifier"
 
 

@@ -11,7 +11,7 @@ from conftest import SAMPLE_DIR
 from imaging import prepare
 from imaging.conftest import make_dicom
 
-JPEG_PATH = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0005.jpg")
+JPEG_PATH = os.path.join(SAMPLE_DIR, "images", "covid19_actualmed_0003.jpg")
 
 
 def _jpeg() -> bytes:

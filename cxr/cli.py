@@ -6,9 +6,10 @@ User errors end with one line on stderr and exit status 2; failures inside the p
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Google Cloud client libraries warn about Python 3.11's end of life on import; an error
@@ -20,6 +21,16 @@ from models import features  # noqa: E402
 
 class UsageError(Exception):
     """Bad flags or inputs: reported in one line with exit status 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """For flags parsed inside a command (--variant): errors become one UsageError line."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+DEFAULT_COMPARED_MODELS = "baseline_cnn,mobilenet_v2,efficientnet_lite0"
 
 
 def _split_percentages(text: str) -> tuple:
@@ -120,17 +131,51 @@ def _add_compile_parser(commands) -> None:
 
 def _add_compare_parser(commands) -> None:
     compare = commands.add_parser(
-        "compare", help="train several architectures on the same split and compare them",
-        argument_default=argparse.SUPPRESS)
-    compare.add_argument("--models", default="baseline_cnn,mobilenet_v2,efficientnet_lite0",
-                         help="comma-separated, from: " + ", ".join(features.MODEL_NAMES))
+        "compare", help="train several architectures or recipes on the same split and compare "
+                        "them", argument_default=argparse.SUPPRESS)
+    compare.add_argument("--models", help="comma-separated, from: " + ", ".join(
+        features.MODEL_NAMES) + f" (default {DEFAULT_COMPARED_MODELS} unless --variant is "
+        "given)")
+    compare.add_argument("--variant", dest="variants", action="append", metavar="NAME=FLAGS",
+                         help="one more candidate: `cxr run` settings under a name, e.g. "
+                              "'ft-all=--fine-tune-layers 200 --image-size 320' (repeatable)")
+    compare.add_argument("--eval-only", action="store_true", default=False,
+                         help="report the eval split only (for choosing between recipes; the "
+                              "test split is reported once, by a comparison without this)")
+    compare.add_argument("--no-run", action="store_true", default=False,
+                         help="compare the latest finished run of each candidate's pipeline "
+                              "as it is, without running anything")
     compare.add_argument("--out", help="comparison.md/.json and figures; default "
                                        "OUTPUT_DIR/comparison")
     compare.add_argument("--bootstrap-resamples", type=int, default=1000,
-                         help="resamples of test patients for the 95%% intervals")
+                         help="resamples of patients for the F1 and ROC-AUC intervals")
     compare.add_argument("--verbose", action="store_true", default=False,
                          help="show TFX and Beam logs")
     _add_pipeline_flags(compare)
+
+
+# Settings that name the data, the split or where a candidate's run lives: not a recipe.
+_NOT_VARIANT_SETTINGS = ("data_dir", "output_dir", "pipeline_root", "serving_dir",
+                         "pipeline_name", "serving_model_name", "split_percentages")
+
+
+def _variant_settings(spec: str) -> Tuple[str, Dict]:
+    """NAME=FLAGS -> (NAME, the PipelineConfig fields those `cxr run` flags set)."""
+    import shlex
+
+    name, _, flags = spec.partition("=")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name.strip()):
+        raise UsageError(f"--variant {spec!r}: give NAME=FLAGS with a name of lower-case "
+                         "letters, digits, '-' and '_'")
+    parser = _ArgumentParser(prog=f"cxr compare --variant {name}",
+                             argument_default=argparse.SUPPRESS)
+    _add_pipeline_flags(parser)
+    settings = vars(parser.parse_args(shlex.split(flags)))
+    fixed = sorted(set(settings) & set(_NOT_VARIANT_SETTINGS))
+    if fixed:
+        raise UsageError(f"--variant {name}: {', '.join(fixed)} must be the same for every "
+                         "candidate; give it outside --variant")
+    return name.strip(), settings
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -142,25 +187,41 @@ def _compare(args: argparse.Namespace) -> int:
 
     if "model" in vars(args) or "weights" in vars(args):
         raise UsageError("compare trains each of --models from its default weights; "
-                         "--model and --weights are for `cxr run`")
-    model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+                         "--model and --weights are for `cxr run` (or inside --variant)")
+    variants = dict(_variant_settings(spec) for spec in getattr(args, "variants", []))
+    if len(variants) != len(getattr(args, "variants", [])):
+        raise UsageError("--variant names must differ")
+    models_text = getattr(args, "models", "" if variants else DEFAULT_COMPARED_MODELS)
+    model_names = [m.strip() for m in models_text.split(",") if m.strip()]
     unknown = [m for m in model_names if m not in features.MODEL_NAMES]
-    if unknown or len(set(model_names)) < 2 or len(set(model_names)) != len(model_names):
-        raise UsageError(f"--models needs two or more different names from "
-                         f"{', '.join(features.MODEL_NAMES)}; got {args.models!r}")
+    names = model_names + list(variants)
+    if unknown or len(set(names)) < 2 or len(set(names)) != len(names):
+        raise UsageError(f"compare needs two or more different candidates: --models names "
+                         f"from {', '.join(features.MODEL_NAMES)} and --variant names; got "
+                         f"{', '.join(names) or 'none'}")
     if args.bootstrap_resamples < 100:
         raise UsageError("--bootstrap-resamples must be at least 100")
     config = _config_from_args(args)
-    _check_inputs(config, [(model, None) for model in model_names])
+    try:
+        candidates = {model: compare.model_config(config, model) for model in model_names}
+        candidates.update({name: compare.candidate_config(config, name, **settings)
+                           for name, settings in variants.items()})
+    except ValueError as error:
+        raise UsageError(str(error))
+    _check_inputs(config, [(c.model, c.weights) for c in candidates.values()])
     _check_output_dir(config.output_dir)
     out_dir = getattr(args, "out", None) or os.path.join(config.output_dir, "comparison")
     _check_output_dir(out_dir)
-    comparison = compare.compare(config, model_names, out_dir, shlex.join(["cxr"] + args.argv),
-                                 args.bootstrap_resamples)
+    comparison = compare.compare(config, candidates, out_dir, shlex.join(["cxr"] + args.argv),
+                                 args.bootstrap_resamples, run=not args.no_run,
+                                 eval_only=args.eval_only)
+    split = "eval" if args.eval_only else "test"
     for name, result in comparison["models"].items():
-        test = result["test"]
-        print(f"{name:<20} test accuracy {test['accuracy']['value']:.3f}, macro-F1 "
-              f"{test['macro_f1']['value']:.3f}, blessed: {'yes' if result['blessed'] else 'no'}")
+        scores = result[split]
+        print(f"{name:<20} {split} accuracy {scores['accuracy']['value']:.3f}, macro-F1 "
+              f"{scores['macro_f1']['value']:.3f}"
+              + ("" if args.eval_only else
+                 f", blessed: {'yes' if result['blessed'] else 'no'}"))
     print(f"Recommended (chosen on the eval split): {comparison['recommendation']['model']}")
     print(f"Wrote {os.path.join(out_dir, compare.COMPARISON_MD)} and {compare.COMPARISON_JSON}")
     return 0

@@ -23,6 +23,9 @@ EFFICIENTNET_LITE0_WEIGHTS = os.path.join(WEIGHTS_DIR, "efficientnet_lite0_image
 # `--weights` values besides a file path.
 NO_WEIGHTS = "none"
 IMAGENET = "imagenet"
+# A fine-tuning depth above the layer count of every backbone here (MobileNetV2 154,
+# EfficientNet-Lite0 157): unfreezes all of it.
+ALL_LAYERS = 1000
 # ImageNet channel means of the Caffe-style preprocessing ResNet50 was trained with.
 CAFFE_MEANS = (103.939, 116.779, 123.68)
 

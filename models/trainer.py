@@ -275,8 +275,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         class_weight=class_weights(counts), verbose=2,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
                                                   update_freq="epoch")])
-    summary = {"best_epoch": best.best_epoch + 1, "epochs_run": len(best.losses),
-               "eval_loss_per_epoch": best.losses, **calibrate(model, validation)}
+    summary = {"config": config, "best_epoch": best.best_epoch + 1,
+               "epochs_run": len(best.losses), "eval_loss_per_epoch": best.losses,
+               **calibrate(model, validation)}
     # The chest X-ray gate: the trained model's own features of the training split (one
     # pass, no augmentation), its threshold from the eval split (models/ood.py).
     gate = ood.fit_model(model, input_fn(fn_args.train_files, fn_args.data_accessor,

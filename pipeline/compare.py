@@ -1,12 +1,15 @@
-"""`cxr compare`: the same pipeline for several architectures on one patient-level split.
+"""`cxr compare`: the same pipeline for several candidates on one patient-level split.
 
-Each model runs as its own pipeline (`<pipeline_name>-<model>`, served as `cxr_<model>`),
-exactly as `cxr run --model` would, so every model gets its Evaluator verdict, Grad-CAM
-report and model card. The split is deterministic (a hash of the patient id), and the
-comparison checks that every model was tested on the same images.
+A candidate is an architecture (`--models`) or a named set of `cxr run` settings
+(`--variant NAME=FLAGS`, for ablations). Each runs as its own pipeline
+(`<pipeline_name>-<name>`, served as `cxr_<name>`), exactly as `cxr run` would, so every
+candidate gets its Evaluator verdict, Grad-CAM report and model card. The split depends only
+on the patients, and predictions are paired across candidates by each test image's digest;
+the comparison stops when the candidates were tested on different images.
 
 The recommendation is made on the eval split, never on the test split: the test numbers
-are reported once, for every model, with 95% patient-bootstrap intervals.
+are reported once, for every candidate, with 95% intervals. `eval_only` leaves the test
+split out of the report altogether, for choosing between recipes.
 """
 import dataclasses
 import json
@@ -30,6 +33,10 @@ LATENCY_IMAGES = 20
 LATENCY_WARMUP = 3
 
 
+# Slices of the eval split shown next to the overall numbers (the ablation's adult targets).
+EVAL_SLICE_KEYS = (features.AGE_GROUP_KEY, features.SOURCE_KEY)
+
+
 @dataclasses.dataclass
 class ModelResult:
     model: str
@@ -39,11 +46,17 @@ class ModelResult:
     test_rows: List[Dict[str, str]]
     test_probabilities: np.ndarray
     eval_metrics: Dict
+    eval_slices: Dict
+
+
+def candidate_config(base: PipelineConfig, name: str, **settings) -> PipelineConfig:
+    """The pipeline of one candidate: its own name, root and served model name."""
+    return dataclasses.replace(base, **settings, pipeline_name=f"{base.pipeline_name}-{name}",
+                               serving_model_name=f"cxr_{name}", pipeline_root=None)
 
 
 def model_config(base: PipelineConfig, model: str) -> PipelineConfig:
-    return dataclasses.replace(base, model=model, pipeline_name=f"{base.pipeline_name}-{model}",
-                               serving_model_name=f"cxr_{model}", pipeline_root=None)
+    return candidate_config(base, model, model=model)
 
 
 def saved_model_bytes(model_dir: str) -> int:
@@ -66,6 +79,9 @@ def cpu_latency_ms(model_dir: str, images: Sequence[bytes]) -> Dict[str, float]:
 
 
 def _collect(model: str, config: PipelineConfig, resamples: int) -> ModelResult:
+    if not os.path.exists(config.metadata_path):
+        raise RuntimeError(f"no run of {model} (pipeline {config.pipeline_name}) in "
+                           f"{os.path.dirname(config.metadata_path)}")
     run = summary.summarize(config)
     if not run.model_card_dir:
         raise RuntimeError(f"the {model} run produced no model card")
@@ -76,19 +92,43 @@ def _collect(model: str, config: PipelineConfig, resamples: int) -> ModelResult:
     model_dir = card_executor.find_saved_model(run.model_uri)
     eval_rows, eval_probabilities = card_executor.predict_split(model_dir, run.examples_uri,
                                                                 "eval")
-    eval_metrics = metrics.report(card_executor.label_ids(eval_rows), eval_probabilities,
-                                  [r[features.PATIENT_ID_KEY] for r in eval_rows], resamples)
-    return ModelResult(model, config, run, card, rows, probabilities, eval_metrics)
+    labels = card_executor.label_ids(eval_rows)
+    patients = [r[features.PATIENT_ID_KEY] for r in eval_rows]
+    eval_metrics = metrics.report(labels, eval_probabilities, patients, resamples)
+    eval_slices = metrics.sliced_reports(labels, eval_probabilities, patients,
+                                         {key: [r[key] for r in eval_rows]
+                                          for key in EVAL_SLICE_KEYS}, resamples)
+    return ModelResult(model, config, run, card, rows, probabilities, eval_metrics, eval_slices)
 
 
-def _same_test_split(results: Sequence[ModelResult]) -> None:
-    def key(result):
-        return sorted((r[features.PATIENT_ID_KEY], r[features.LABEL_KEY]) for r in result.test_rows)
-    reference = key(results[0])
+def align_test_predictions(results: Sequence[ModelResult]) -> None:
+    """Put every result's test rows in the first result's order, matched by image digest.
+
+    Row order is whatever each run's TFRecords gave; pairing by position would compare
+    different images whenever it differs. Stops when the sets of images differ.
+    """
+    digest = card_executor.IMAGE_DIGEST_KEY
+
+    def index(result):
+        keys = [row[digest] for row in result.test_rows]
+        if features.UNKNOWN in keys or len(set(keys)) != len(keys):
+            raise RuntimeError(f"{result.model}'s predictions.csv does not identify its test "
+                               f"images ({digest} missing or repeated); re-run its pipeline "
+                               "with this version")
+        return {key: i for i, key in enumerate(keys)}
+
+    reference = index(results[0])
     for result in results[1:]:
-        if key(result) != reference:
-            raise RuntimeError(f"{result.model} was tested on other images than "
-                               f"{results[0].model}: the runs used different data or splits")
+        own = index(result)
+        if own.keys() != reference.keys():
+            raise RuntimeError(
+                f"{result.model} was tested on other images than {results[0].model} "
+                f"({len(own.keys() - reference.keys())} not in {results[0].model}'s test split, "
+                f"{len(reference.keys() - own.keys())} missing): the runs used different data "
+                "or splits")
+        order = [own[key] for key in reference]
+        result.test_rows = [result.test_rows[i] for i in order]
+        result.test_probabilities = result.test_probabilities[order]
 
 
 def recommend(results: Sequence[ModelResult], min_covid_recall: float) -> Dict:
@@ -125,58 +165,78 @@ def paired_differences(results: Sequence[ModelResult], reference: str, resamples
         for result in results if result.model != reference}
 
 
-def compare(base: PipelineConfig, models: Sequence[str], out_dir: str, command: str,
-            resamples: int = metrics.DEFAULT_RESAMPLES, run: bool = True) -> Dict:
-    """Run (or reuse from cache) every model's pipeline and write the comparison files."""
+def compare(base: PipelineConfig, candidates: Dict[str, PipelineConfig], out_dir: str,
+            command: str, resamples: int = metrics.DEFAULT_RESAMPLES, run: bool = True,
+            eval_only: bool = False) -> Dict:
+    """Run (or reuse from cache) every candidate's pipeline and write the comparison files."""
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for model in models:
-        config = model_config(base, model)
+    for name, config in candidates.items():
         if run:
-            print(f"[{model}] running pipeline '{config.pipeline_name}'", flush=True)
+            print(f"[{name}] running pipeline '{config.pipeline_name}'", flush=True)
             runners.run_local(config)
-        results.append(_collect(model, config, resamples))
-    _same_test_split(results)
-    test_images = _test_images(results[0])
-    costs = {}
-    for result in results:
-        model_dir = card_executor.find_saved_model(result.run.model_uri)
-        costs[result.model] = {
-            "parameters": result.card["model"]["parameters"],
-            "saved_model_mb": saved_model_bytes(model_dir) / 1e6,
-            "latency_ms": cpu_latency_ms(model_dir, test_images),
-        }
+        results.append(_collect(name, config, resamples))
+    align_test_predictions(results)
     choice = recommend(results, base.min_covid_recall)
     comparison = {
         "command": command,
         "data_dir": base.data_dir,
         "created": results[-1].card["created"],
         "versions": results[-1].card["versions"],
-        "image_size": base.image_size,
-        "epochs": base.epochs,
         "bootstrap_resamples": resamples,
-        "test_images": results[0].card["test_metrics"]["n_images"],
-        "test_patients": results[0].card["test_metrics"]["n_patients"],
+        "eval_only": eval_only,
+        "eval_images": results[0].eval_metrics["n_images"],
+        "eval_patients": results[0].eval_metrics["n_patients"],
         "recommendation": choice,
         "models": {r.model: {
             "pipeline_name": r.config.pipeline_name,
-            "blessed": r.card["blessed"],
-            "trained_model": r.run.model_uri,
-            "pushed_model_dir": r.run.pushed_model_dir,
-            "model_card": os.path.join(r.run.model_card_dir, render.HTML_FILE),
-            "eval": {k: r.eval_metrics[k] for k in metrics.OVERALL},
-            "test": r.card["test_metrics"],
-            "slices": r.card["slices"],
-            "cost": costs[r.model],
+            "settings": {**r.config.trainer_config, **_kept_epoch(r.card)},
+            "eval": r.eval_metrics,
+            "eval_slices": r.eval_slices,
         } for r in results},
-        "differences_vs_recommended": paired_differences(results, choice["model"], resamples),
     }
-    _write_figures(results, out_dir)
+    if not eval_only:
+        _add_test_results(comparison, results, choice, resamples)
+        _write_figures(results, out_dir)
     with open(os.path.join(out_dir, COMPARISON_JSON), "w") as f:
         json.dump(comparison, f, indent=2)
     with open(os.path.join(out_dir, COMPARISON_MD), "w", encoding="utf-8") as f:
         f.write(render_comparison(comparison))
     return comparison
+
+
+def _kept_epoch(card: Dict) -> Dict:
+    model = card["model"]
+    return {"best_epoch": model.get("best_epoch"), "epochs_run": model.get("epochs_run")}
+
+
+def _add_test_results(comparison: Dict, results: Sequence[ModelResult], choice: Dict,
+                      resamples: int) -> None:
+    """The test split's numbers, costs and paired differences: reported once, never chosen on."""
+    test_images = _test_images(results[0])
+    comparison.update(test_images=results[0].card["test_metrics"]["n_images"],
+                      test_patients=results[0].card["test_metrics"]["n_patients"],
+                      differences_vs_recommended=paired_differences(results, choice["model"],
+                                                                    resamples))
+    for r in results:
+        model_dir = card_executor.find_saved_model(r.run.model_uri)
+        calibration = r.card.get("calibration") or {}
+        comparison["models"][r.model].update({
+            "blessed": r.card["blessed"],
+            "trained_model": r.run.model_uri,
+            "pushed_model_dir": r.run.pushed_model_dir,
+            "model_card": os.path.join(r.run.model_card_dir, render.HTML_FILE),
+            "test": r.card["test_metrics"],
+            "slices": r.card["slices"],
+            "calibration": {"temperature": calibration.get("temperature"),
+                            "test_ece_before": (calibration.get("test_before") or {}).get("ece"),
+                            "test_ece_after": (calibration.get("test_after") or {}).get("ece")},
+            "cost": {
+                "parameters": r.card["model"]["parameters"],
+                "saved_model_mb": saved_model_bytes(model_dir) / 1e6,
+                "latency_ms": cpu_latency_ms(model_dir, test_images),
+            },
+        })
 
 
 def _test_images(result: ModelResult) -> List[bytes]:
@@ -199,70 +259,126 @@ def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _setting(value) -> str:
+    return "default" if value is None else str(value)
+
+
+def _recall_cells(report: Dict) -> List[str]:
+    return [render.fmt(report["per_class"][name]["sensitivity"]) for name in features.CLASS_NAMES]
+
+
+def _slice_rows(models: Dict, key: str, feature: str, values: Sequence[str] = ()) -> List[str]:
+    """Per candidate and slice value: images, accuracy, macro-F1 and every class's recall."""
+    lines = [_row(["candidate", feature, "images", "accuracy", "macro-F1"]
+                  + [f"{name} recall" for name in features.CLASS_NAMES]),
+             _row(["---"] * (5 + features.NUM_CLASSES))]
+    for name, m in models.items():
+        for value, report in m[key][feature].items():
+            if values and value not in values:
+                continue
+            lines.append(_row([name, value, str(report["n_images"]), render.fmt(
+                report["accuracy"]), render.fmt(report["macro_f1"])] + _recall_cells(report)))
+    return lines
+
+
 def render_comparison(comparison: Dict) -> str:
     fmt, models = render.fmt, comparison["models"]
     covid = features.CLASS_NAMES[features.COVID_CLASS_ID]
     choice = comparison["recommendation"]
+    tested = "" if comparison["eval_only"] else (
+        f" Every candidate was tested on the same {comparison['test_images']} images of "
+        f"{comparison['test_patients']} patients.")
     lines = [
         "# Model comparison", "",
         f"> {render.DISCLAIMER}", "",
         f"Made by `{comparison['command']}` on {comparison['created']} "
         f"({', '.join(f'{k} {v}' for k, v in comparison['versions'].items())}). "
-        f"Image size {comparison['image_size']} px, {comparison['epochs']} epochs. Every model "
-        f"was tested on the same {comparison['test_images']} images of "
-        f"{comparison['test_patients']} patients. Intervals: 95% bootstrap over test patients "
-        f"({comparison['bootstrap_resamples']} resamples).", "",
-        f"**Recommended: {choice['model']}**, by the rule fixed before looking at the test "
-        f"split: {choice['rule']}", "",
-        "## Test split, overall", "",
-        _row(["model", "accuracy", "macro-F1", "macro ROC-AUC", f"{covid} sensitivity",
-              f"{covid} PPV", "eval macro-F1", "blessed"]),
-        _row(["---"] * 8)]
+        f"Eval split: {comparison['eval_images']} images of {comparison['eval_patients']} "
+        f"patients.{tested} Intervals (95%): Wilson score intervals for accuracy, recall and "
+        "PPV at the sample size left after allowing for patients with several images; a "
+        f"bootstrap over patients ({comparison['bootstrap_resamples']} resamples) for F1 and "
+        "ROC-AUC.", "",
+        "## Candidates", "",
+        _row(["candidate", "model", "image size", "epochs (kept)", "fine-tune layers",
+              "label smoothing"]), _row(["---"] * 6)]
     for name, m in models.items():
-        test = m["test"]
+        settings = m["settings"]
+        kept = f" (epoch {settings['best_epoch']} of {settings['epochs_run']} run)" \
+            if settings.get("best_epoch") else ""
+        lines.append(_row([name, settings["model"], str(settings["image_size"]),
+                           f"{settings['epochs']}{kept}",
+                           _setting(settings.get("fine_tune_layers")),
+                           _setting(settings.get("label_smoothing"))]))
+    lines += ["", f"**Recommended: {choice['model']}**, by the rule fixed before looking at "
+              f"the test split: {choice['rule']}", "",
+              "## Eval split (where choices are made)", "",
+              _row(["candidate", "accuracy", "macro-F1", "macro ROC-AUC"]
+                   + [f"{name} recall" for name in features.CLASS_NAMES]),
+              _row(["---"] * (4 + features.NUM_CLASSES))]
+    for name, m in models.items():
+        e = m["eval"]
+        lines.append(_row([name, fmt(e["accuracy"]), fmt(e["macro_f1"]), fmt(e["macro_auc"])]
+                          + _recall_cells(e)))
+    lines += ["", "### Eval split, adult images", ""] + _slice_rows(
+        models, "eval_slices", features.AGE_GROUP_KEY, ["adult"])
+    lines += ["", "### Eval split by source", ""] + _slice_rows(
+        models, "eval_slices", features.SOURCE_KEY)
+    if not comparison["eval_only"]:
+        lines += _render_test(comparison)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _render_test(comparison: Dict) -> List[str]:
+    fmt, models = render.fmt, comparison["models"]
+    covid = features.CLASS_NAMES[features.COVID_CLASS_ID]
+    choice = comparison["recommendation"]
+    lines = ["", "## Test split, overall", "",
+             _row(["candidate", "accuracy", "macro-F1", "macro ROC-AUC", f"{covid} sensitivity",
+                   f"{covid} PPV", "ECE before / after scaling", "blessed"]),
+             _row(["---"] * 8)]
+    for name, m in models.items():
+        test, ece = m["test"], m["calibration"]
+        calibration = "n/a" if ece["test_ece_after"] is None else \
+            f"{ece['test_ece_before']:.3f} / {ece['test_ece_after']:.3f}"
         lines.append(_row([name, fmt(test["accuracy"]), fmt(test["macro_f1"]),
                            fmt(test["macro_auc"]), fmt(test["per_class"][covid]["sensitivity"]),
-                           fmt(test["per_class"][covid]["ppv"]), fmt(m["eval"]["macro_f1"]),
+                           fmt(test["per_class"][covid]["ppv"]), calibration,
                            "yes" if m["blessed"] else "no"]))
     differences = comparison["differences_vs_recommended"]
     if differences:
         lines += ["", f"Paired differences against {choice['model']} (same resampled patients; "
                   "an interval containing 0 means no demonstrated difference):", "",
-                  _row(["model", "macro-F1 difference", "accuracy difference"]),
+                  _row(["candidate", "macro-F1 difference", "accuracy difference"]),
                   _row(["---"] * 3)]
         lines += [_row([name, _signed(d["macro_f1"]), _signed(d["accuracy"])])
                   for name, d in differences.items()]
     lines += ["", "## Test split, per class", "",
-              _row(["model", "class", "sensitivity", "PPV", "F1", "ROC-AUC"]),
+              _row(["candidate", "class", "sensitivity", "PPV", "F1", "ROC-AUC"]),
               _row(["---"] * 6)]
     for name, m in models.items():
         for cls in features.CLASS_NAMES:
             c = m["test"]["per_class"][cls]
             lines.append(_row([name, cls, fmt(c["sensitivity"]), fmt(c["ppv"]), fmt(c["f1"]),
                                fmt(c["auc"])]))
+    lines += ["", "## Test split, adult images", ""] + _slice_rows(
+        models, "slices", features.AGE_GROUP_KEY, ["adult"])
+    for feature in card_executor.SLICE_KEYS[:2]:
+        lines += ["", f"## Test split by {feature.replace('_', ' ')}", ""] + _slice_rows(
+            models, "slices", feature)
     lines += ["", "## Cost (CPU)", "",
-              _row(["model", "parameters", "SavedModel (MB)", "latency per image, batch 1 "
+              _row(["candidate", "parameters", "SavedModel (MB)", "latency per image, batch 1 "
                     "(median / p90 ms)"]), _row(["---"] * 4)]
     for name, m in models.items():
         cost = m["cost"]
         lines.append(_row([name, f"{cost['parameters']:,}", f"{cost['saved_model_mb']:.1f}",
                            f"{cost['latency_ms']['median']:.1f} / "
                            f"{cost['latency_ms']['p90']:.1f}"]))
-    for feature in card_executor.SLICE_KEYS[:2]:
-        lines += ["", f"## Test split by {feature.replace('_', ' ')}", "",
-                  _row(["model", feature, "images", "accuracy", "macro-F1",
-                        f"{covid} sensitivity"]), _row(["---"] * 6)]
-        for name, m in models.items():
-            for value, s in m["slices"][feature].items():
-                lines.append(_row([name, value, str(s["n_images"]), fmt(s["accuracy"]),
-                                   fmt(s["macro_f1"]),
-                                   fmt(s["per_class"][covid]["sensitivity"])]))
     lines += ["", "## Figures", ""]
     for name in models:
         lines.append(f"![{name} confusion matrix](confusion_{name}.png) "
                      f"![{name} ROC curves](roc_{name}.png)")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _signed(estimate: Dict) -> str:

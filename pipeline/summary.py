@@ -5,6 +5,7 @@ import os
 from typing import Dict, List, Optional
 
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
@@ -12,6 +13,7 @@ from tfx.orchestration import metadata
 from components.grad_cam import explain
 from components.image_example_gen import quarantine
 from components.model_card import metrics, render
+from models import features
 from pipeline.config import PipelineConfig
 
 CACHED = metadata_store_pb2.Execution.CACHED
@@ -33,6 +35,7 @@ class RunSummary:
     gradcam_report_dir: Optional[str] = None
     ingestion: Optional[quarantine.IngestionReport] = None  # ImageExampleGen's report
     ingestion_report_path: Optional[str] = None
+    blessing_failures: List[str] = dataclasses.field(default_factory=list)
 
 
 def _store(config: PipelineConfig) -> metadata_store.MetadataStore:
@@ -61,6 +64,39 @@ def _latest_run_outputs(store: metadata_store.MetadataStore):
     return states, by_type
 
 
+def _metric_name(key) -> str:
+    name = {"recall": "recall", "auc": "ROC-AUC"}.get(key.name, key.name)
+    if key.sub_key.HasField("class_id"):
+        name = f"{features.CLASS_NAMES[key.sub_key.class_id.value]} {name}"
+    if key.HasField("aggregation_type"):
+        name = f"macro {name}"
+    return name
+
+
+def blessing_failures(evaluation_uri: str) -> List[str]:
+    """Why the Evaluator did not bless the model, one line per failed threshold."""
+    result = tfma.load_validation_result(evaluation_uri)
+    if result.validation_ok:
+        return []
+    reasons = []
+    for per_slice in result.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            threshold = failure.metric_threshold
+            if failure.metric_key.is_diff:
+                reasons.append(
+                    f"{_metric_name(failure.metric_key)} fell by {-value:.3f} against the last "
+                    f"blessed model (allowed: "
+                    f"{-threshold.change_threshold.absolute.value - 1e-10:.3f})")
+            else:
+                reasons.append(
+                    f"{_metric_name(failure.metric_key)} {value:.3f} is below "
+                    f"{threshold.value_threshold.lower_bound.value:g}")
+    if result.missing_slices or result.missing_thresholds:
+        reasons.append("a metric with a threshold had no value (an empty test split?)")
+    return reasons or ["TFMA's validation failed (see validations.tfrecord)"]
+
+
 def summarize(config: PipelineConfig) -> RunSummary:
     states, outputs = _latest_run_outputs(_store(config))
     evaluation = outputs.get("ModelEvaluation")
@@ -87,7 +123,8 @@ def summarize(config: PipelineConfig) -> RunSummary:
                             if "cxr.GradCamReport" in outputs else None),
         ingestion=quarantine.load(report_path) if report_path and tf.io.gfile.exists(
             report_path) else None,
-        ingestion_report_path=report_path)
+        ingestion_report_path=report_path,
+        blessing_failures=blessing_failures(evaluation.uri) if evaluation else [])
 
 
 def _fmt(value: Optional[float]) -> str:
@@ -110,6 +147,7 @@ def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
                  f"{int(overall.get('example_count', 0))}")
     verdict = {True: "BLESSED", False: "NOT blessed", None: "not evaluated"}[summary.blessed]
     lines.append(f"Model {verdict} ({config.blessing_rule})")
+    lines += [f"  not blessed because {reason}" for reason in summary.blessing_failures]
     lines.append(f"Pushed model: {summary.pushed_model_dir or 'none (only blessed models are pushed)'}")
     lines.append(f"Evaluation (TFMA, sliced by label/source/age_group): {summary.evaluation_uri}")
     if summary.model_card_dir:

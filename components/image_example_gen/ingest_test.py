@@ -1,5 +1,6 @@
 import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from PIL import Image
 from components.image_example_gen import ingest, quarantine
 from components.image_example_gen.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
                                                    make_dicom, make_messy_data)
-from conftest import SAMPLE_DIR
+from conftest import SAMPLE_DIR, sample_rows
 from imaging import prepare
 from models import features
 
@@ -113,9 +114,17 @@ def test_manifest_sex_outside_the_vocabulary_stops_with_one_line(tmp_path):
         "(any case), or leave the cell empty when it is not known")
 
 
-def test_bundled_sample_without_a_sex_column_is_all_unknown():
+def test_sex_comes_from_the_manifest_and_is_unknown_without_the_column(tmp_path):
     records = ingest.scan(SAMPLE_DIR).records
-    assert len(records) == 120 and {r.sex for r in records} == {features.UNKNOWN}
+    by_file = {os.path.join(SAMPLE_DIR, row["file"]): row["sex"] for row in sample_rows()}
+    assert len(records) == 120 and {r.path: r.sex for r in records} == by_file
+    assert {r.sex for r in records} == {"M", "F", features.UNKNOWN}
+    shutil.copytree(os.path.join(SAMPLE_DIR, "images"), tmp_path / "images")
+    columns = [c for c in sample_rows()[0] if c != "sex"]
+    (tmp_path / "manifest.csv").write_text(
+        ",".join(columns) + "\n" + "".join(",".join(f'"{row[c]}"' for c in columns) + "\n"
+                                          for row in sample_rows()))
+    assert {r.sex for r in ingest.scan(str(tmp_path)).records} == {features.UNKNOWN}
 
 
 def test_dicom_header_gives_sex_only_where_the_manifest_leaves_it_empty(tmp_path):

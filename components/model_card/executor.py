@@ -2,11 +2,12 @@
 confidence intervals and slices, and writes model_card.{json,md,html} with its figures."""
 import csv
 import datetime
+import hashlib
 import importlib.metadata
 import json
 import os
 from collections import Counter
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,8 +16,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.grad_cam.explain import find_saved_model
-from components.model_card import metrics, render
-from models import features
+from components.model_card import bias, metrics, render
+from models import calibration, features
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -30,6 +31,10 @@ BLESSING_RULE_KEY = "blessing_rule"
 RESAMPLES_KEY = "bootstrap_resamples"
 SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
 METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
+# Identifies a test example across models (ingestion keeps one copy of identical bytes):
+# `cxr compare` pairs predictions by it, never by row order.
+IMAGE_DIGEST_KEY = "image_sha256"
+PREDICTION_KEYS = (IMAGE_DIGEST_KEY,) + METADATA_KEYS
 PREDICT_BATCH = 32
 # Images are read only for the test split; the others are counted from their metadata.
 _METADATA_SPEC = {key: tf.io.FixedLenFeature([], tf.string, default_value=features.UNKNOWN)
@@ -59,10 +64,13 @@ def predict_split(model_dir: str, examples_uri: str, split: str
     SavedModel's tf.Example signature: the same path TFMA and TF Serving take."""
     predict = tf.saved_model.load(model_dir).signatures[features.TF_EXAMPLE_SIGNATURE]
     records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    image_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
     rows, probabilities = [], []
     for batch in records.batch(PREDICT_BATCH):
         probabilities.append(predict(examples=batch)[features.PROBABILITIES_OUTPUT].numpy())
-        rows += _parse_metadata(batch)
+        images = tf.io.parse_example(batch, image_spec)[features.IMAGE_KEY].numpy()
+        rows += [dict(row, **{IMAGE_DIGEST_KEY: hashlib.sha256(image).hexdigest()})
+                 for row, image in zip(_parse_metadata(batch), images)]
     if not rows:
         raise ValueError(f"split {split!r} of {examples_uri} holds no examples")
     return rows, np.concatenate(probabilities)
@@ -79,40 +87,70 @@ def _versions() -> Dict[str, str]:
     return {label: importlib.metadata.version(package) for label, package in names.items()}
 
 
-def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, Any]
-                     ) -> Tuple[str, Dict[str, Any]]:
-    tuned_keys = ("head_learning_rate", "fine_tune_learning_rate", "fine_tune_layers", "dropout")
+def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, Any],
+                     training_summary: Optional[Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
+    """Where the training settings came from, and their values as the Trainer used them."""
+    tuned_keys = ("head_learning_rate", "fine_tune_learning_rate", "fine_tune_layers", "dropout",
+                  "label_smoothing")
+    used = (training_summary or {}).get("config") or training
     if artifact_list:
         path = os.path.join(artifact_list[0].uri, "best_hyperparameters.txt")
         with tf.io.gfile.GFile(path) as f:
             values = json.load(f)["values"]
-        return "chosen by the Tuner on the eval split", values
-    return "defaults (no tuning)", {k: training[k] for k in tuned_keys if k in training}
+        return "chosen by the Tuner on the eval split", {**values, **{
+            k: used[k] for k in tuned_keys if k in used and k not in values}}
+    return "defaults (no tuning)", {k: used[k] for k in tuned_keys if k in used}
 
 
 def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(list(METADATA_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
+        writer.writerow(list(PREDICTION_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
         for row, p in zip(rows, probabilities):
-            writer.writerow([row[k] for k in METADATA_KEYS] + [f"{v:.6f}" for v in p])
+            writer.writerow([row[k] for k in PREDICTION_KEYS] + [f"{v:.6f}" for v in p])
 
 
 def read_predictions(path: str) -> Tuple[List[Dict[str, str]], np.ndarray]:
     """The rows and probabilities write_predictions saved (for `cxr compare`, notebooks).
 
-    A metadata column the file lacks (sex, in cards written before examples had it) reads
-    as unknown, so that runs cached from older versions can still be compared.
+    A column the file lacks (sex, or the image digest, in cards written by older versions)
+    reads as unknown.
     """
     with tf.io.gfile.GFile(path) as f:
         table = list(csv.DictReader(f))
     probabilities = np.array([[float(r[f"p_{name}"]) for name in features.CLASS_NAMES]
                               for r in table]).reshape(-1, features.NUM_CLASSES)
-    return [{k: r.get(k, features.UNKNOWN) for k in METADATA_KEYS} for r in table], probabilities
+    return [{k: r.get(k, features.UNKNOWN) for k in PREDICTION_KEYS} for r in table], probabilities
 
 
 def label_ids(rows: List[Dict[str, str]]) -> np.ndarray:
     return np.array([features.CLASS_NAMES.index(r[features.LABEL_KEY]) for r in rows])
+
+
+def read_training_summary(model_dir: str) -> Optional[Dict[str, Any]]:
+    """training.json that the Trainer writes into the SavedModel (None for older models)."""
+    path = os.path.join(model_dir, features.SERVING_EXTRAS_DIR, features.TRAINING_SUMMARY_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def calibration_block(rows: List[Dict[str, str]], probabilities: np.ndarray,
+                      training_summary: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Test-split ECE and reliability bins of the shipped (temperature-scaled) model and of
+    the same model before scaling, recovered by undoing the recorded temperature."""
+    if not training_summary or "temperature" not in training_summary:
+        return None
+    temperature = training_summary["temperature"]
+    labels = label_ids(rows)
+    before = calibration.apply_temperature(probabilities, 1.0 / temperature)
+    return {"temperature": temperature,
+            "fitted_on": f"eval split ({training_summary['eval_images']} images)",
+            "at_range_limit": not (calibration.TEMPERATURE_RANGE[0] * 1.01 < temperature
+                                   < calibration.TEMPERATURE_RANGE[1] * 0.99),
+            "test_before": metrics.calibration(labels, before),
+            "test_after": metrics.calibration(labels, probabilities)}
 
 
 def build_card(rows: List[Dict[str, str]], probabilities: np.ndarray, resamples: int
@@ -142,8 +180,9 @@ class Executor(base_executor.BaseExecutor):
 
         blessing = input_dict.get(BLESSING_KEY) or []
         evaluation = input_dict.get(EVALUATION_KEY) or []
+        training_summary = read_training_summary(model_dir)
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
-                                                   training)
+                                                   training, training_summary)
         keras_model = tf.keras.models.load_model(model_dir, compile=False)
         splits = {split: read_metadata(examples_uri, split) for split in ("train", "eval")}
         splits["test"] = rows
@@ -163,6 +202,8 @@ class Executor(base_executor.BaseExecutor):
                 "weights": _weights_description(training),
                 "hyperparameters_source": source,
                 "hyperparameters": hyperparameters,
+                "best_epoch": (training_summary or {}).get("best_epoch"),
+                "epochs_run": (training_summary or {}).get("epochs_run"),
             },
             "training_data": {
                 "data_dir": training.get("data_dir", "unknown"),
@@ -170,12 +211,14 @@ class Executor(base_executor.BaseExecutor):
                                           for split, r in splits.items()),
                 "test_sources": _counts(rows, features.SOURCE_KEY),
                 "test_age_groups": _counts(rows, features.AGE_GROUP_KEY),
+                "train_bias": bias.data_bias(splits["train"]),
             },
             "bootstrap_resamples": resamples,
             "n_test_images": test_metrics["n_images"],
             "n_test_patients": test_metrics["n_patients"],
             "test_metrics": test_metrics,
             "slices": slices,
+            "calibration": calibration_block(rows, probabilities, training_summary),
             "tfma_cross_check": _tfma_cross_check(evaluation[0].uri) if evaluation else None,
             "versions": _versions(),
         }
@@ -191,6 +234,9 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
     aucs = {name: values["auc"] for name, values in card["test_metrics"]["per_class"].items()}
     render.plot_roc_curves(label_ids(rows), probabilities, aucs, title,
                            os.path.join(out_dir, render.ROC_FILE))
+    if card.get("calibration"):
+        render.plot_reliability(card["calibration"], title,
+                                os.path.join(out_dir, render.RELIABILITY_FILE))
     write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
     with open(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)

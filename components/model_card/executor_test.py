@@ -46,7 +46,6 @@ def test_card_states_use_data_bias_slices_and_covid_misses(card):
     card_dir, content = card
     text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
     assert "not for clinical use" in text
-    assert "pediatric" in text and "Kermany" in text
     assert "false-negative rate" in text
     covid_count = content["test_metrics"]["class_counts"]["COVID-19"]
     assert f"Of {covid_count} COVID-19 test images" in text
@@ -79,14 +78,51 @@ def test_miss_sentence_without_covid_cases():
 
 
 def test_predictions_written_before_examples_had_sex_still_read(tmp_path):
-    rows = [{"label": "Normal", "patient_id": "p1", "source": "s", "view": "PA",
-             "age_group": "adult", "sex": "F"}]
+    rows = [{"image_sha256": "ab12", "label": "Normal", "patient_id": "p1", "source": "s",
+             "view": "PA", "age_group": "adult", "sex": "F"}]
     executor.write_predictions(rows, np.array([[0.1, 0.2, 0.7]]), str(tmp_path / "new.csv"))
     header, line = (tmp_path / "new.csv").read_text().splitlines()
-    assert header.startswith(",".join(executor.METADATA_KEYS) + ",p_")
+    assert header.startswith(",".join(executor.PREDICTION_KEYS) + ",p_")
     (tmp_path / "old.csv").write_text(
         header.replace(",sex", "") + "\n" + line.replace(",F,", ",") + "\n")
     for name, sex in (("new.csv", "F"), ("old.csv", "unknown")):
         read, probabilities = executor.read_predictions(str(tmp_path / name))
         assert read == [{**rows[0], "sex": sex}]
         np.testing.assert_allclose(probabilities, [[0.1, 0.2, 0.7]])
+
+
+def test_every_test_prediction_carries_its_images_digest(card, tiny_pipeline):
+    card_dir, _ = card
+    rows, _ = executor.read_predictions(os.path.join(card_dir, render.PREDICTIONS_FILE))
+    digests = [row[executor.IMAGE_DIGEST_KEY] for row in rows]
+    assert len(set(digests)) == len(rows)
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in digests)
+
+
+def test_bias_section_counts_the_training_split(card, tiny_pipeline):
+    card_dir, content = card
+    train_bias = content["training_data"]["train_bias"]
+    train_rows = executor.read_metadata(tiny_pipeline.first.examples_uri, "train")
+    assert train_bias["images"] == len(train_rows)
+    assert sum(sum(counts.values()) for counts in train_bias["class_by_source"].values()) == \
+        len(train_rows)
+    text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
+    assert "### Shortcuts in the training data" in text
+    for warning in train_bias["warnings"]:
+        assert f"- {warning}" in text
+
+
+def test_calibration_is_reported_from_the_trainers_temperature(card, tiny_pipeline):
+    card_dir, content = card
+    model_dir = executor.find_saved_model(tiny_pipeline.first.model_uri)
+    summary = executor.read_training_summary(model_dir)
+    block = content["calibration"]
+    assert block["temperature"] == summary["temperature"]
+    rows, probabilities = executor.read_predictions(
+        os.path.join(card_dir, render.PREDICTIONS_FILE))
+    labels = executor.label_ids(rows)
+    assert block["test_after"]["ece"] == pytest.approx(
+        metrics.calibration(labels, probabilities)["ece"], abs=1e-5)
+    assert sum(b["count"] for b in block["test_before"]["bins"]) == len(rows)
+    text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
+    assert f"{block['test_before']['ece']:.3f} before scaling" in text

@@ -1,9 +1,13 @@
-"""Classification metrics with 95% bootstrap confidence intervals over patients.
+"""Classification metrics with 95% confidence intervals that respect patients.
 
-Images of one patient are not independent (same body, same scanner, often the same day), so
-the bootstrap resamples patients with replacement and keeps each patient's images together.
-A metric that is undefined in a resample (no positive case, say) is left out of that
-resample's distribution; one undefined on the whole set is reported as None.
+Images of one patient are not independent (same body, same scanner, often the same day).
+Proportions (accuracy, sensitivity, PPV) get a Wilson score interval on an effective sample
+size: the number of images divided by the design effect that the patients' clustering causes
+(at 0 or 1 the clustering cannot be estimated, so each patient counts once). Unlike a
+bootstrap, it does not collapse to 0-0 when no COVID-19 case was missed. F1 and ROC-AUC get a
+percentile bootstrap that resamples patients with replacement and keeps each patient's images
+together; a metric that is undefined in a resample (no positive case, say) is left out of that
+resample's distribution, and one undefined on the whole set is reported as None.
 """
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -18,6 +22,7 @@ PER_CLASS = ("sensitivity", "ppv", "f1", "auc")
 OVERALL = ("accuracy", "macro_f1", "macro_auc")
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
+CALIBRATION_BINS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,54 @@ def point_metrics(labels: np.ndarray, probabilities: np.ndarray) -> Dict[str, fl
     return result
 
 
+def wilson_interval(successes: float, trials: float, confidence: float = CONFIDENCE
+                    ) -> Tuple[float, float]:
+    """Wilson score interval of a binomial proportion; trials may be an effective size."""
+    if trials <= 0:
+        return float("nan"), float("nan")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def clustered_wilson_interval(successes: Sequence[bool], patients: Sequence[str],
+                              confidence: float = CONFIDENCE) -> Tuple[float, float]:
+    """Wilson interval of mean(successes) with one row per image, clustered by patient.
+
+    The design effect is the cluster-robust (sandwich) variance of the proportion over its
+    binomial variance, never below 1: exactly 1 for one image per patient, and the images per
+    patient when each patient's images agree. The interval is Wilson's at n / design effect.
+    """
+    successes = np.asarray(successes, dtype=np.float64)
+    n = len(successes)
+    if not n:
+        return float("nan"), float("nan")
+    _, cluster = np.unique(np.asarray(patients), return_inverse=True)
+    clusters = int(cluster.max()) + 1
+    p = successes.mean()
+    if p in (0.0, 1.0) or clusters < 2:
+        effective = float(clusters)
+    else:
+        residuals = np.bincount(cluster, weights=successes - p, minlength=clusters)
+        robust = np.sum(residuals ** 2) / n ** 2
+        effective = n / max(1.0, robust / (p * (1 - p) / n))
+    return wilson_interval(p * effective, effective, confidence)
+
+
+def _proportion_rows(labels: np.ndarray, predicted: np.ndarray
+                     ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """For each proportion metric: (rows in its denominator, success per such row)."""
+    rows = {"accuracy": (np.ones(len(labels), bool), predicted == labels)}
+    for class_id, name in enumerate(features.CLASS_NAMES):
+        actual, called = labels == class_id, predicted == class_id
+        rows[f"{name}/sensitivity"] = (actual, called[actual])
+        rows[f"{name}/ppv"] = (called, actual[called])
+    return rows
+
+
 def _nanmean(values: Iterable[float]) -> float:
     defined = [v for v in values if not np.isnan(v)]
     return float(np.mean(defined)) if defined else float("nan")
@@ -108,7 +161,8 @@ def _estimate(value: float, draws: Sequence[float]) -> Estimate:
 
 def bootstrap(labels: Sequence[int], probabilities: np.ndarray, patients: Sequence[str],
               resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Dict[str, Estimate]:
-    """Point value and percentile 95% interval of every point_metrics entry."""
+    """Point value and percentile 95% patient-bootstrap interval of every point_metrics
+    entry."""
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     point = point_metrics(labels, probabilities)
@@ -117,6 +171,21 @@ def bootstrap(labels: Sequence[int], probabilities: np.ndarray, patients: Sequen
         for name, value in point_metrics(labels[rows], probabilities[rows]).items():
             draws[name].append(value)
     return {name: _estimate(value, draws[name]) for name, value in point.items()}
+
+
+def estimates(labels: Sequence[int], probabilities: np.ndarray, patients: Sequence[str],
+              resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Dict[str, Estimate]:
+    """Every point_metrics entry with its interval: clustered Wilson for proportions,
+    the patient bootstrap for the rest."""
+    labels = np.asarray(labels)
+    result = bootstrap(labels, probabilities, patients, resamples, seed)
+    patients = np.asarray(patients)
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    for name, (rows, successes) in _proportion_rows(labels, predicted).items():
+        if result[name].value is not None:
+            low, high = clustered_wilson_interval(successes, patients[rows])
+            result[name] = Estimate(result[name].value, low, high)
+    return result
 
 
 def paired_difference(labels: Sequence[int], probabilities_a: np.ndarray,
@@ -138,6 +207,32 @@ def paired_difference(labels: Sequence[int], probabilities_a: np.ndarray,
                      [difference(rows) for rows in _patient_resamples(patients, resamples, seed)])
 
 
+def calibration(labels: Sequence[int], probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+                ) -> Dict:
+    """Expected calibration error and the reliability diagram's bins (top-class confidence).
+
+    Images are grouped by the probability of their predicted class into equal-width bins;
+    ECE is the image-weighted mean gap between each bin's accuracy and its mean confidence.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, confidence, side="right") - 1, 0, bins - 1)
+    table, gap = [], 0.0
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        entry = {"low": float(edges[b]), "high": float(edges[b + 1]), "count": count,
+                 "confidence": float(confidence[members].mean()) if count else None,
+                 "accuracy": float(correct[members].mean()) if count else None}
+        if count:
+            gap += count * abs(entry["accuracy"] - entry["confidence"])
+        table.append(entry)
+    return {"ece": gap / len(labels) if len(labels) else None, "bins": table}
+
+
 def confusion_matrix(labels: Sequence[int], probabilities: np.ndarray) -> List[List[int]]:
     """Counts with true classes as rows and predicted classes as columns (CLASS_NAMES order)."""
     matrix = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES), dtype=int)
@@ -148,14 +243,14 @@ def confusion_matrix(labels: Sequence[int], probabilities: np.ndarray) -> List[L
 def report(labels: Sequence[int], probabilities: np.ndarray, patients: Sequence[str],
            resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Dict:
     """The model card's metrics block: overall and per-class estimates, counts, confusion."""
-    estimates = bootstrap(labels, probabilities, patients, resamples, seed)
+    estimated = estimates(labels, probabilities, patients, resamples, seed)
     return {
         "n_images": int(len(labels)),
         "n_patients": int(len(set(patients))),
         "class_counts": {name: int(np.sum(np.asarray(labels) == i))
                          for i, name in enumerate(features.CLASS_NAMES)},
-        **{name: estimates[name].to_json() for name in OVERALL},
-        "per_class": {cls: {metric: estimates[f"{cls}/{metric}"].to_json()
+        **{name: estimated[name].to_json() for name in OVERALL},
+        "per_class": {cls: {metric: estimated[f"{cls}/{metric}"].to_json()
                             for metric in PER_CLASS} for cls in features.CLASS_NAMES},
         "confusion_matrix": confusion_matrix(labels, probabilities),
     }

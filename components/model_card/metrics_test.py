@@ -108,3 +108,58 @@ def test_paired_difference_sees_a_consistent_gain():
                                            resamples=500)
     assert difference.value == pytest.approx(0.25)
     assert 0.0 < difference.low < 0.25 < difference.high <= 0.5
+
+
+def test_wilson_interval_matches_published_values():
+    # Wilson (1927) / Newcombe (1998) table: 0 of 47 -> 0 to 0.0756; 5 of 10 -> 0.2366 to
+    # 0.7634; 81 of 263 -> 0.2553 to 0.3662.
+    assert metrics.wilson_interval(0, 47) == pytest.approx((0.0, 0.0756), abs=1e-4)
+    assert metrics.wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert metrics.wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+
+
+def test_no_missed_case_does_not_collapse_the_interval():
+    labels = np.zeros(47, dtype=int)
+    estimated = metrics.estimates(labels, _one_hot_probabilities(labels),
+                                  [f"p{i}" for i in range(47)], resamples=200)
+    sensitivity = estimated["COVID-19/sensitivity"]
+    assert sensitivity.value == 1.0
+    assert (sensitivity.low, sensitivity.high) == pytest.approx((1 - 0.0756, 1.0), abs=1e-4)
+
+
+def test_clustered_interval_counts_a_patients_identical_images_about_once():
+    # 10 patients with 4 images each, every patient's images all right or all wrong:
+    # the images carry no more information than the 10 patients.
+    successes = np.repeat([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], 4).astype(bool)
+    patients = np.repeat([f"p{i}" for i in range(10)], 4)
+    clustered = metrics.clustered_wilson_interval(successes, patients)
+    assert clustered == pytest.approx(metrics.wilson_interval(6, 10), abs=1e-9)
+    independent = metrics.clustered_wilson_interval(successes, [f"i{i}" for i in range(40)])
+    assert independent == pytest.approx(metrics.wilson_interval(24, 40), abs=1e-9)
+    assert clustered[1] - clustered[0] > independent[1] - independent[0]
+
+
+def test_all_correct_patients_each_count_once():
+    successes = np.ones(12, dtype=bool)
+    patients = ["a"] * 6 + ["b"] * 3 + ["c"] * 3
+    assert metrics.clustered_wilson_interval(successes, patients) == \
+        pytest.approx(metrics.wilson_interval(3, 3))
+
+
+def test_calibration_error_of_an_overconfident_model():
+    # Every image called at 0.9, six in ten right: a gap of 0.3 in the 0.9-1.0 bin.
+    labels = np.zeros(10, dtype=int)
+    predicted = np.array([0] * 6 + [1] * 4)
+    result = metrics.calibration(labels, _one_hot_probabilities(predicted, confidence=0.9))
+    assert result["ece"] == pytest.approx(0.3)
+    [occupied] = [b for b in result["bins"] if b["count"]]
+    assert (occupied["low"], occupied["count"], occupied["accuracy"]) == \
+        (pytest.approx(0.9), 10, pytest.approx(0.6))
+    assert len(result["bins"]) == metrics.CALIBRATION_BINS
+
+
+def test_calibration_error_of_a_calibrated_model_is_small():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(3), size=20000)
+    labels = np.array([rng.choice(3, p=p) for p in probabilities])
+    assert metrics.calibration(labels, probabilities)["ece"] < 0.02

@@ -22,18 +22,16 @@ MARKDOWN_FILE = "model_card.md"
 HTML_FILE = "model_card.html"
 CONFUSION_FILE = "confusion_matrix.png"
 ROC_FILE = "roc_curves.png"
+RELIABILITY_FILE = "reliability.png"
 PREDICTIONS_FILE = "predictions.csv"
-FIGURES = (CONFUSION_FILE, ROC_FILE)
+FIGURES = (CONFUSION_FILE, ROC_FILE, RELIABILITY_FILE)
 DISCLAIMER = ("**Research and education only. Not a medical device; not for clinical use.** "
               "This model must not be used to diagnose, triage or treat anyone.")
-SOURCE_BIAS = (
-    "In the cxr3 development data most Normal and Pneumonia images come from the Kermany "
-    "pediatric collection (children aged 1-5), while the COVID-19 images come from adult "
-    "collections (Cohen et al., Actualmed, Figure 1); no Normal image there is from an adult. "
-    "Age, source, scanner and film processing therefore predict the label: a model can score "
-    "well by recognising a child's chest or a collection's film style instead of disease. "
-    "The per-source and per-age-group slices below are the honest test; where a slice holds "
-    "one class only, its accuracy says nothing about telling classes apart.")
+SHORTCUT_NOTE = (
+    "Where source, hospital, age group or film style predicts the label, a model can score "
+    "well by recognising them instead of disease. The tables count the training split; the "
+    "per-source and per-age-group slices further down are the honest test, and a slice that "
+    "holds one class only says nothing about telling classes apart.")
 METRIC_LABELS = {"sensitivity": "sensitivity (recall)", "ppv": "PPV (precision)", "f1": "F1",
                  "auc": "ROC-AUC"}
 
@@ -88,6 +86,46 @@ def _slice_table(slices: Dict[str, Dict]) -> List[str]:
     return lines
 
 
+def _crosstab_table(table: Dict[str, Dict[str, int]], key: str) -> List[str]:
+    lines = [f"| {key} | " + " | ".join(features.CLASS_NAMES) + " |",
+             "|---|" + "---|" * features.NUM_CLASSES]
+    return lines + [f"| {value} | " + " | ".join(str(counts[name])
+                                                  for name in features.CLASS_NAMES) + " |"
+                    for value, counts in table.items()]
+
+
+def _bias_section(train_bias: Optional[Dict]) -> List[str]:
+    if not train_bias:
+        return []
+    warnings = train_bias["warnings"] or ["none found by the checks (classes missing from an "
+                                          "age group, single-class sources, a source holding "
+                                          "most of a class)."]
+    return (["### Shortcuts in the training data", "", SHORTCUT_NOTE, "",
+             "Warnings:", ""] + [f"- {w}" for w in warnings]
+            + ["", f"Training split, {train_bias['images']} images, by source:", ""]
+            + _crosstab_table(train_bias["class_by_source"], "source")
+            + ["", "By age group:", ""]
+            + _crosstab_table(train_bias["class_by_age_group"], "age group") + [""])
+
+
+def _calibration_section(block: Optional[Dict]) -> List[str]:
+    if not block:
+        return ["", "## Calibration", "", "No calibration record (training.json) in this model."]
+    lines = ["", "## Calibration", "",
+             f"The model's logits are divided by a temperature of {block['temperature']:.3f}, "
+             f"fitted on the {block['fitted_on']} to minimise the negative log-likelihood and "
+             "folded into the last layer, so the probabilities every client gets are the "
+             "scaled ones; no predicted class changes. Expected calibration error (ECE, "
+             f"{len(block['test_after']['bins'])} equal-width confidence bins) on the test "
+             f"split: {block['test_before']['ece']:.3f} before scaling, "
+             f"{block['test_after']['ece']:.3f} after.", ""]
+    if block["at_range_limit"]:
+        lines += ["**The temperature sits at the edge of its search range: the eval split is "
+                  "too small or the model no better than chance, and the probabilities "
+                  "should not be read as calibrated.**", ""]
+    return lines + [f"![Reliability diagram]({RELIABILITY_FILE})"]
+
+
 def render_markdown(card: Dict) -> str:
     metrics, model, data = card["test_metrics"], card["model"], card["training_data"]
     version = card.get("version") or "not pushed"
@@ -100,7 +138,9 @@ def render_markdown(card: Dict) -> str:
         f"input {model['image_size']}x{model['image_size']} grey images (3 channels), outputs "
         f"softmax probabilities for {', '.join(features.CLASS_NAMES)} in that order.",
         f"- Starting weights: {model['weights']}. Epochs: {model['epochs']} (two phases for "
-        "transfer models: head on a frozen backbone, then the backbone's top layers).",
+        "transfer models: head on a frozen backbone, then the backbone's top layers)"
+        + (f"; kept: epoch {model['best_epoch']} of {model['epochs_run']} run, the lowest "
+           "eval-split loss." if model.get("best_epoch") else "."),
         f"- Hyperparameters: {model['hyperparameters_source']}: "
         + ", ".join(f"{k}={v}" for k, v in sorted(model["hyperparameters"].items())) + ".",
         f"- Evaluator verdict: **{verdict}** ({card['blessing_rule']}).",
@@ -118,12 +158,14 @@ def render_markdown(card: Dict) -> str:
         f"{data['split_counts']}.",
         f"- Test split by source: {data['test_sources']}; by age group: "
         f"{data['test_age_groups']}.",
-        f"- Known bias: {SOURCE_BIAS}",
         "",
+    ] + _bias_section(data.get("train_bias")) + [
         f"## Test metrics ({metrics['n_images']} images, {metrics['n_patients']} patients)",
         "",
-        "Point estimates with 95% bootstrap confidence intervals "
-        f"({card['bootstrap_resamples']} resamples of test patients).",
+        "Point estimates with 95% confidence intervals: Wilson score intervals for "
+        "proportions (accuracy, sensitivity, PPV) at the sample size left after allowing for "
+        "patients with several images; a bootstrap over test patients "
+        f"({card['bootstrap_resamples']} resamples) for F1 and ROC-AUC.",
         "",
         f"- Accuracy {fmt(metrics['accuracy'])}; macro-F1 {fmt(metrics['macro_f1'])}; "
         f"macro ROC-AUC {fmt(metrics['macro_auc'])}.",
@@ -146,6 +188,7 @@ def render_markdown(card: Dict) -> str:
     ]
     for feature, slices in card["slices"].items():
         lines += ["", f"### By {feature.replace('_', ' ')}", ""] + _slice_table(slices)
+    lines += _calibration_section(card.get("calibration"))
     tfma = card.get("tfma_cross_check")
     if tfma:
         lines += ["", "## Cross-check with TFMA", "",
@@ -235,6 +278,25 @@ def plot_roc_curves(labels: np.ndarray, probabilities: np.ndarray, aucs: Dict[st
     axes.set_ylabel("true positive rate (sensitivity)")
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_reliability(block: Dict, title: str, path: str) -> None:
+    """Accuracy against confidence per bin, before and after temperature scaling."""
+    figure, axes = plt.subplots(figsize=(4.2, 3.8), dpi=100)
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for key, label in (("test_before", "before scaling"), ("test_after", "after scaling")):
+        bins = [b for b in block[key]["bins"] if b["count"]]
+        axes.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o",
+                  label=f"{label} (ECE {block[key]['ece']:.3f})")
+    axes.set_xlabel("confidence (probability of the predicted class)")
+    axes.set_ylabel("accuracy")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
