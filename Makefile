@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # tf.Transform and TFMA 1.16 need Keras 2 (tf-keras) in every process.
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-scale install clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ test: install
 # docs/benchmarks.md. Settings: make bench BENCH_ARGS="--model mobilenet_v2 --epochs 5".
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Time and memory of each component against the number of images (N distinct augmented
+# variants of ../shared/data/cxr4): bench/results/scale.json, docs/scale.png and the Scale
+# section of docs/benchmarks.md. Add a size: make bench-scale SCALE_ARGS="--sizes 50k".
+SCALE_ARGS ?= --sizes 2k,10k,20k
+bench-scale: install
+	nice -n 10 $(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf outputs

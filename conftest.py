@@ -75,3 +75,27 @@ def tiny_pipeline(tmp_path_factory) -> PipelineRuns:
     first = summary.summarize(config)
     assert cli.main(args) == 0
     return PipelineRuns(first, summary.summarize(config), config, data_dir, flags)
+
+
+@pytest.fixture(scope="session")
+def _emulated_gcs():
+    from pipeline.gcs_emulator import EmulatedGcs
+    with EmulatedGcs() as gcs:
+        gcs.create_bucket("cxr-test")
+        yield gcs
+
+
+@pytest.fixture
+def gcs_dir(_emulated_gcs, monkeypatch, request) -> str:
+    """A gs:// folder of its own on an emulated Cloud Storage (pipeline/gcs_emulator.py):
+    during the test, this process's tf.io.gfile and Beam read and write it as on Vertex AI."""
+    for name, value in _emulated_gcs.environment().items():
+        monkeypatch.setenv(name, value)
+    return f"gs://cxr-test/{request.node.name}"
+
+
+def upload(local_dir: str, uri: str) -> str:
+    """Copies a local folder to gs:// (or anywhere tf.io.gfile writes); returns uri."""
+    from pipeline.spec_runner import copy_tree
+    copy_tree(local_dir, uri)
+    return uri

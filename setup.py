@@ -40,6 +40,10 @@ setup(
         "kfp>=2.13,<2.14",
         "kfp-pipeline-spec>=0.6,<0.7",
         "google-cloud-aiplatform>=1.165,<2",
+        # `cxr run-spec --emulate-gcs`: Cloud Storage emulated on loopback, reached over TLS
+        # with a throw-away CA (pipeline/gcs_emulator.py).
+        "gcp-storage-emulator>=2026.7.19,<2026.8",
+        "cryptography>=42",
         "tensorflow>=2.16,<2.17",
         "tf-keras>=2.16,<2.17",
         "tensorflow-transform>=1.16,<1.17",

@@ -4,7 +4,6 @@ No timing assertions: the numbers of a 12-image run mean nothing; what matters i
 `make bench` produces complete, well-formed results.
 """
 import json
-import os
 
 import pytest
 
@@ -12,7 +11,6 @@ from bench import __main__ as bench_main
 from bench import measure, plain_keras, report, throughput
 from components.image_example_gen import ingest
 from conftest import make_subset
-from models import features
 
 PIPELINE_COMPONENTS = {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer",
                        "Evaluator", "Pusher"}
@@ -24,19 +22,17 @@ def test_percentile_interpolates_between_ranks():
     assert measure.percentile([7.0], 99) == 7.0
 
 
-def test_plain_keras_split_tree_keeps_every_image_once(tmp_path):
+def test_plain_keras_splits_by_patient_as_ingestion_does(tmp_path):
     records = ingest.scan(make_subset(str(tmp_path / "data"), per_class=10)).records
-    counts = plain_keras.write_split_tree(records, str(tmp_path / "splits"), (70, 15, 15), 0)
-    assert counts == {"train": 21, "eval": 4, "test": 5}
-    linked = []
-    for split in counts:
-        assert sorted(os.listdir(tmp_path / "splits" / split)) == sorted(features.CLASS_NAMES)
-        for label in features.CLASS_NAMES:
-            for name in os.listdir(tmp_path / "splits" / split / label):
-                target = os.path.realpath(tmp_path / "splits" / split / label / name)
-                assert next(r.label for r in records if os.path.realpath(r.path) == target) == label
-                linked.append(target)
-    assert sorted(linked) == sorted(os.path.realpath(r.path) for r in records)
+    parts = plain_keras.split_records(records, (70, 15, 15))
+    assignment = ingest.assign_splits([(r.patient_id, r.label) for r in records],
+                                      [0.7, 0.15, 0.15])
+    assert sorted(r.path for part in parts.values() for r in part) == sorted(
+        r.path for r in records)
+    for split, part in parts.items():
+        assert part and all(assignment[r.patient_id] == split for r in part)
+    patients = {split: {r.patient_id for r in part} for split, part in parts.items()}
+    assert not patients["train"] & (patients["eval"] | patients["test"])
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path, capsys):
@@ -53,7 +49,8 @@ def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
     results_file, doc = tmp_path / "latest.json", tmp_path / "benchmarks.md"
     doc.write_text(f"# Benchmarks\n\nbefore\n{report.BEGIN}\nstale table\n{report.END}\nafter\n")
     assert bench_main.main([
-        "--data-dir", data_dir, "--repeats", "1", "--image-size", "32", "--epochs", "1",
+        "--data-dir", data_dir, "--model", "baseline_cnn", "--repeats", "1",
+        "--image-size", "32", "--epochs", "1",
         "--serving-requests", "2", "--work-dir", str(tmp_path / "work"),
         "--results", str(results_file), "--doc", str(doc)]) == 0
 
@@ -70,6 +67,12 @@ def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
         e2e["pipeline_seconds"]["median"] / e2e["plain_keras_seconds"]["median"])
     assert e2e["components"]["Trainer"]["peak_rss_mib"]["median"] > 100
     assert sum(e2e["plain_keras_images"].values()) == 12
+    assert 0 <= e2e["plain_keras_test_accuracy"][0] <= 1
+    low, high = e2e["pipeline_test_accuracy_ci95"][0]
+    assert low <= e2e["pipeline_test_accuracy"][0] <= high
+    assert e2e["plain_keras_competent"] == (e2e["plain_keras_test_accuracy"][0] >= low)
+    assert results["settings"]["default_recipe"] is False
+    assert results["goals"][0]["met"] is False  # not the default recipe: never reported as met
     assert e2e["overhead_seconds"]["median"] == pytest.approx(
         e2e["pipeline_seconds"]["median"] - e2e["plain_keras_seconds"]["median"])
     assert results["ingestion"]["images"] == 12
@@ -93,5 +96,6 @@ def test_bench_writes_every_section_and_keeps_hand_written_notes(tmp_path):
     assert "stale table" not in text
     for expected in ("| Trainer |", "| grpc_cxr_serve | encoded bytes | 32 |",
                      "| overhead: pipeline − plain (s) |", "ImageExampleGen's fixed cost",
+                     "Plain Keras within the pipeline's interval",
                      "| training fed by input_fn |", machine["cpu_model"]):
         assert expected in text

@@ -71,6 +71,10 @@ class RssSampler:
         inside = [rss for t, rss in self.samples if start <= t <= end]
         return max(inside) if inside else None
 
+    def at(self, moment: float) -> Optional[int]:
+        """The first sample taken at or after `moment`."""
+        return next((rss for t, rss in self.samples if t >= moment), None)
+
     @property
     def peak(self) -> int:
         return max((rss for _, rss in self.samples), default=0)

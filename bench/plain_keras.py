@@ -1,95 +1,96 @@
-"""What a user would write instead of the pipeline: plain Keras, the usual way.
+"""The pipeline's training job written as a competent plain Keras script.
 
-The same model builder, epochs (head and fine-tune phases), learning rates, batch size,
-image size and split proportions as the pipeline's Trainer; images read with
-`image_dataset_from_directory` from a train/eval/test tree of class folders, then the model
-is saved and evaluated on the test split. Deliberately missing, because the usual script
-lacks them: schema validation, a patient-level split (files are split at random), class
-weights, sliced evaluation, lineage, blessing and a serving signature that decodes images.
+What the pipeline's Trainer does, without TFX: the same patient-level split
+(ingest.assign_splits), the same decoding (models/preprocessing.decode_image), the same
+model, augmentation, class weights, two training phases, learning rates, best-epoch keeping
+and temperature calibration (models/trainer.py and models/builders.py: the same functions,
+so a change of the default recipe reaches both sides), read from the image files with
+tf.data; then the model is saved and evaluated on the test split. Missing, because such a
+script does not have them: the file checks and quarantine, schema validation, statistics,
+sliced evaluation, blessing, Grad-CAM, the model card, lineage and a serving signature that
+decodes images.
 
 Run as `python -m bench.plain_keras --data-dir DIR --work-dir DIR ...`; prints one JSON line.
 """
 import argparse
 import json
+import math
 import os
-import random
 import sys
 from typing import Dict, List, Optional, Sequence
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
 from components.image_example_gen import ingest
-from models import builders, features, trainer
+from models import features, trainer
 
 
-def write_split_tree(records: Sequence[ingest.ImageRecord], root: str,
-                     proportions: Sequence[int], seed: int) -> Dict[str, int]:
-    """train/eval/test folders with one folder per class, linking to the image files.
-
-    Files are shuffled with `seed` and cut by the proportions, the way such scripts split.
-    """
-    shuffled = list(records)
-    random.Random(seed).shuffle(shuffled)
+def split_records(records: Sequence[ingest.ImageRecord], proportions: Sequence[int]
+                  ) -> Dict[str, List[ingest.ImageRecord]]:
+    """train/eval/test by patient, exactly as ImageExampleGen assigns them."""
     total = sum(proportions)
-    train_end = round(len(shuffled) * proportions[0] / total)
-    eval_end = train_end + round(len(shuffled) * proportions[1] / total)
-    parts = {"train": shuffled[:train_end], "eval": shuffled[train_end:eval_end],
-             "test": shuffled[eval_end:]}
-    for split, part in parts.items():
-        for name in features.CLASS_NAMES:
-            os.makedirs(os.path.join(root, split, name), exist_ok=True)
-        for index, record in enumerate(part):
-            link = os.path.join(root, split, record.label,
-                                f"{index:05d}_{os.path.basename(record.path)}")
-            os.symlink(os.path.abspath(record.path), link)
-    return {split: len(part) for split, part in parts.items()}
+    assignment = ingest.assign_splits(
+        [(r.patient_id, r.label) for r in records], [p / total for p in proportions])
+    return {split: [r for r in records if assignment[r.patient_id] == split]
+            for split in features.SPLIT_NAMES}
 
 
-def _dataset(directory: str, image_size: int, batch_size: int, shuffle: bool, seed: int):
+def _dataset(records: Sequence[ingest.ImageRecord], image_size: int, batch_size: int,
+             training: bool, seed: int):
     import tensorflow as tf
 
-    dataset = tf.keras.utils.image_dataset_from_directory(
-        directory, labels="inferred", label_mode="int", class_names=features.CLASS_NAMES,
-        color_mode="rgb", image_size=(image_size, image_size), batch_size=batch_size,
-        shuffle=shuffle, seed=seed)
-    return dataset.map(lambda x, y: (x / 255.0, y)).prefetch(tf.data.AUTOTUNE)
+    from models.preprocessing import decode_image
+
+    paths = tf.constant([r.path for r in records])
+    labels = tf.constant([features.CLASS_NAMES.index(r.label) for r in records], tf.int64)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+    if training:
+        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True).repeat()
+    return (dataset
+            .map(lambda path, label: (decode_image(tf.io.read_file(path), image_size), label),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
 
 
-def train_and_evaluate(records: Sequence[ingest.ImageRecord], work_dir: str, model_name: str, epochs: int,
-                       image_size: int, batch_size: int, split: Sequence[int],
-                       seed: int = 0) -> Dict[str, object]:
+def train_and_evaluate(records: Sequence[ingest.ImageRecord], work_dir: str, model_name: str,
+                       epochs: int, image_size: int, batch_size: int, split: Sequence[int]
+                       ) -> Dict[str, object]:
+    import numpy as np
     import tensorflow as tf
 
-    tf.keras.utils.set_random_seed(seed)
-    counts = write_split_tree(records, os.path.join(work_dir, "splits"), split, seed)
-    train, validation, test = (
-        _dataset(os.path.join(work_dir, "splits", name), image_size, batch_size,
-                 shuffle=name == "train", seed=seed)
-        for name in ("train", "eval", "test"))
-    model = builders.build(model_name, image_size)
-    head_epochs, fine_tune_epochs = trainer.phase_epochs(model_name, epochs)
-    model.compile(optimizer=tf.keras.optimizers.Adam(trainer.DEFAULTS["head_learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(train, validation_data=validation, epochs=head_epochs, verbose=2)
-    if fine_tune_epochs:
-        builders.set_fine_tuning(model, trainer.DEFAULTS["fine_tune_layers"])
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(trainer.DEFAULTS["fine_tune_learning_rate"]),
-            loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train, validation_data=validation, initial_epoch=head_epochs,
-                  epochs=head_epochs + fine_tune_epochs, verbose=2)
-    model.save(os.path.join(work_dir, "model"), save_format="tf")
-    loss, accuracy = model.evaluate(test, verbose=0)
-    return {"images": counts, "test_loss": float(loss), "test_accuracy": float(accuracy)}
+    config = trainer.training_config({"model": model_name, "epochs": epochs,
+                                      "image_size": image_size, "batch_size": batch_size})
+    tf.keras.utils.set_random_seed(config["seed"])
+    parts = split_records(records, split)
+    counts = np.array([sum(r.label == name for r in parts["train"])
+                       for name in features.CLASS_NAMES])
+    train = _dataset(parts["train"], image_size, batch_size, True, config["seed"])
+    validation = _dataset(parts["eval"], image_size, batch_size, False, config["seed"])
+    test = _dataset(parts["test"], image_size, batch_size, False, config["seed"])
+
+    model = trainer.build_model(config)
+    trainer.fit_two_phases(model, config, train, validation,
+                           math.ceil(len(parts["train"]) / batch_size),
+                           class_weight=trainer.class_weights(counts), verbose=2)
+    trainer.calibrate(model, validation)
+    model.save(os.path.join(work_dir, "model"), save_format="tf", save_traces=False)
+    probabilities = model.predict(test, verbose=0)
+    truth = np.array([features.CLASS_NAMES.index(r.label) for r in parts["test"]])
+    predicted = probabilities.argmax(axis=1)
+    return {"images": {split: len(part) for split, part in parts.items()},
+            "test_accuracy": float((predicted == truth).mean()),
+            "test_predicted_classes": sorted({features.CLASS_NAMES[i] for i in predicted})}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--work-dir", required=True, help="split tree and saved model go here")
-    parser.add_argument("--model", choices=features.MODEL_NAMES, default="baseline_cnn")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--work-dir", required=True, help="the saved model goes here")
+    parser.add_argument("--model", choices=features.MODEL_NAMES,
+                        default=trainer.DEFAULTS["model"])
+    parser.add_argument("--epochs", type=int, default=trainer.DEFAULTS["epochs"])
+    parser.add_argument("--image-size", type=int, default=trainer.DEFAULTS["image_size"])
+    parser.add_argument("--batch-size", type=int, default=trainer.DEFAULTS["batch_size"])
     parser.add_argument("--split", default="70,15,15", help="train,eval,test percentages")
     args = parser.parse_args(argv)
     try:

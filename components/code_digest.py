@@ -8,6 +8,7 @@ made. A parameter carrying the code's digest makes the edit re-run the step.
 import glob
 import hashlib
 import os
+from typing import Optional, Tuple
 
 CODE_SHA256_KEY = "code_sha256"
 # The folder holding the project's packages (the checkout, or site-packages when installed).
@@ -38,8 +39,38 @@ def source_sha256(*paths: str) -> str:
 LIBRARIES = {"image_example_gen": ("imaging",)}
 
 
-def component_sha256(package: str) -> str:
+def component_paths(package: str) -> Tuple[str, ...]:
     """A custom component's code: components/<package>/, the libraries it runs and the
     constants it shares."""
-    return source_sha256(os.path.join("components", package), *LIBRARIES.get(package, ()),
-                         os.path.join("models", "features.py"))
+    return (os.path.join("components", package), *LIBRARIES.get(package, ()),
+            os.path.join("models", "features.py"))
+
+
+def component_sha256(package: str) -> str:
+    return source_sha256(*component_paths(package))
+
+
+class CodeMismatchError(ValueError):
+    """The code running now is not the code the pipeline was compiled with."""
+
+
+def check(recorded: Optional[str], *paths: str) -> None:
+    """Fails when the code at `paths` here differs from the digest recorded at compile time.
+
+    A compiled spec names code by module path and carries these digests; on Vertex AI the
+    code comes from the image, which may have been built from another checkout. Without the
+    check the run would go on under a cache key that describes other code. recorded=None
+    or "" (a component built before digests existed, or a test) checks nothing.
+    """
+    if not recorded:
+        return
+    actual = source_sha256(*paths)
+    if actual != recorded:
+        raise CodeMismatchError(
+            f"the code of {', '.join(paths)} has sha256 {actual[:12]}…, not {recorded[:12]}… "
+            "as when the pipeline was compiled: build the image and compile the spec from "
+            "one checkout")
+
+
+def check_component(recorded: Optional[str], package: str) -> None:
+    check(recorded, *component_paths(package))

@@ -46,6 +46,9 @@ def test_ingestion_digest_sees_the_image_path_it_runs(tmp_path, monkeypatch):
     shutil.copy(f"{code_digest.PACKAGES_ROOT}/models/features.py", tmp_path / "models")
     monkeypatch.setattr(code_digest, "PACKAGES_ROOT", str(tmp_path))
     before = code_digest.component_sha256("image_example_gen")
+    code_digest.check_component(before, "image_example_gen")  # the executor's check agrees
     with open(tmp_path / "imaging" / "prepare.py", "a") as f:
         f.write("\n# another EXIF rule\n")
     assert code_digest.component_sha256("image_example_gen") != before
+    with pytest.raises(code_digest.CodeMismatchError, match="imaging"):
+        code_digest.check_component(before, "image_example_gen")

@@ -94,6 +94,19 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     cloud.add_argument("--vertex-training", action="store_true",
                        help="run the Trainer as a Vertex AI Training job of --image")
     cloud.add_argument("--vertex-training-machine-type")
+    cloud.add_argument("--vertex-accelerator-type", metavar="TYPE",
+                       help="accelerator of each Vertex AI Training replica (Trainer and "
+                            "Tuner), e.g. NVIDIA_TESLA_T4")
+    cloud.add_argument("--vertex-accelerator-count", type=int, metavar="N")
+    cloud.add_argument("--vertex-endpoint", metavar="NAME",
+                       help="also upload the blessed model to the Vertex AI Model Registry and "
+                            "deploy it to this endpoint (TFX's Vertex Pusher)")
+    cloud.add_argument("--vertex-serving-image", metavar="URI",
+                       help="TensorFlow prediction image for --vertex-endpoint")
+    cloud.add_argument("--vertex-serving-machine-type")
+    cloud.add_argument("--dataflow-service-account", metavar="EMAIL",
+                       help="identity of the Dataflow workers")
+    cloud.add_argument("--dataflow-subnetwork", metavar="regions/REGION/subnetworks/NAME")
 
 
 def _add_ingest_flags(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +129,6 @@ def _add_run_parser(commands) -> None:
     run.add_argument("--engine", choices=("local",), default="local",
                      help="LocalDagRunner (Beam DirectRunner unless --beam-runner dataflow)")
     _add_pipeline_flags(run)
-    run.add_argument("--verbose", action="store_true", default=False,
-                     help="show TFX and Beam logs")
 
 
 def _add_compile_parser(commands) -> None:
@@ -149,8 +160,6 @@ def _add_compare_parser(commands) -> None:
                                        "OUTPUT_DIR/comparison")
     compare.add_argument("--bootstrap-resamples", type=int, default=1000,
                          help="resamples of patients for the F1 and ROC-AUC intervals")
-    compare.add_argument("--verbose", action="store_true", default=False,
-                         help="show TFX and Beam logs")
     _add_pipeline_flags(compare)
 
 
@@ -181,8 +190,6 @@ def _variant_settings(spec: str) -> Tuple[str, Dict]:
 def _compare(args: argparse.Namespace) -> int:
     import shlex
 
-    if not args.verbose:
-        _quiet_libraries()
     from pipeline import compare
 
     if "model" in vars(args) or "weights" in vars(args):
@@ -214,7 +221,7 @@ def _compare(args: argparse.Namespace) -> int:
     _check_output_dir(out_dir)
     comparison = compare.compare(config, candidates, out_dir, shlex.join(["cxr"] + args.argv),
                                  args.bootstrap_resamples, run=not args.no_run,
-                                 eval_only=args.eval_only)
+                                 eval_only=args.eval_only, progress=True, verbose=args.verbose)
     split = "eval" if args.eval_only else "test"
     for name, result in comparison["models"].items():
         scores = result[split]
@@ -235,6 +242,56 @@ def _add_submit_parser(commands) -> None:
     submit.add_argument("--service-account", help="default: the Compute Engine default one")
     submit.add_argument("--no-cache", action="store_true",
                         help="re-run every step (needed after changing images in place)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a runtime parameter for this run (repeatable): data_root, epochs, "
+                             "min_covid_recall, min_macro_auc, max_regression")
+
+
+def _add_run_spec_parser(commands) -> None:
+    run_spec = commands.add_parser(
+        "run-spec", help="execute a compiled Vertex AI spec offline, task by task (on an "
+                         "emulated Cloud Storage with --emulate-gcs)")
+    run_spec.add_argument("--pipeline", required=True, help="the spec written by `cxr compile`")
+    run_spec.add_argument("--emulate-gcs", action="store_true",
+                          help="serve every gs:// bucket the spec names from an emulated "
+                               "Cloud Storage on loopback")
+    run_spec.add_argument("--stage", action="append", default=[], metavar="LOCAL_DIR=gs://URI",
+                          help="copy a local folder to gs://URI before the run (repeatable)")
+    run_spec.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="a runtime parameter of the spec (repeatable)")
+    run_spec.add_argument("--output-dir", default=os.path.join("outputs", "run-spec"),
+                          help="task logs, and with --emulate-gcs a copy of the buckets "
+                               "after the run (default outputs/run-spec)")
+
+
+def _parameters(pairs: Sequence[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        values[name] = value
+    return values
+
+
+def _run_spec(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from pipeline import spec_runner
+
+    try:
+        run = spec_runner.run_offline(args.pipeline, _parameters(args.param), args.stage,
+                                      args.emulate_gcs, args.output_dir,
+                                      echo=lambda line: print(line, flush=True))
+    except spec_runner.SpecRunError as error:
+        raise UsageError(str(error))
+    total = sum(task.seconds for task in run.tasks)
+    print(f"Ran {len(run.tasks)} tasks in {total:.0f} s (job {run.job_id})")
+    if not run.pushed_model:
+        print("cxr: run-spec: no model was pushed (not blessed, or the spec has no Pusher)",
+              file=sys.stderr)
+        return 1
+    print(f"Pushed model: {run.pushed_model}")
+    return 0
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -276,9 +333,7 @@ def _check_inputs(config, models_and_weights: Sequence[Tuple[str, Optional[str]]
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.verbose:
-        _quiet_libraries()
-    from pipeline import runners, summary
+    from pipeline import progress, runners, summary
 
     config = _config_from_args(args)
     scanned = _check_inputs(config, [(config.model, config.weights)])
@@ -289,9 +344,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"Running pipeline '{config.pipeline_name}' on {scanned.files_seen} files from "
           f"{config.data_dir} (model {config.model}, {config.epochs} epoch(s), "
           f"{config.image_size}px)", flush=True)
-    runners.run_local(config)
+    steps = runners.run_local(config, report=lambda line: print(line, flush=True),
+                              verbose=args.verbose)
     result = summary.summarize(config)
-    print("\n".join(summary.format_summary(result, config)))
+    print("\n".join(progress.summary_lines(steps) + summary.format_summary(result, config)))
     return 0
 
 
@@ -312,13 +368,12 @@ CHECK_DATA_REPORT = "quarantine.csv"
 
 def _check_data(args: argparse.Namespace) -> int:
     """The executor's checks without TFX: exit 0 when `cxr run` would accept the data."""
-    _quiet_libraries()
     from components.image_example_gen import ingest
 
     config = _config_from_args(args)
     _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
     try:
-        _, report = ingest.check_data(config.data_dir, config.ingest_options)
+        _, report = ingest.check_data(config.data_dir, config.ingest_options, progress=True)
     except ingest.DataError as error:
         raise UsageError(str(error))
     report.write(args.report)
@@ -329,7 +384,6 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from pipeline import runners
 
     config = _config_from_args(args)
@@ -345,7 +399,6 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from pipeline import runners
     from pipeline.config import PipelineConfig, setting_source, settings_from_env
 
@@ -361,7 +414,8 @@ def _submit(args: argparse.Namespace) -> int:
         raise UsageError(f"pipeline spec not found: {args.pipeline}")
     try:
         job_name = runners.submit_vertex(args.pipeline, project, region, args.service_account,
-                                         enable_caching=not args.no_cache)
+                                         enable_caching=not args.no_cache,
+                                         parameters=_parameters(args.param))
     except ValueError as error:
         raise UsageError(str(error))
     print(f"Submitted {job_name}; follow it in the Vertex AI console (Pipelines, {region}).")
@@ -475,11 +529,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export_parser(commands) -> None:
-    from serving.export import FORMATS
-
+def _add_export_parser(commands, selected: bool) -> None:
     export = commands.add_parser(
         "export", help="ONNX or TFLite export of a pushed model, checked on the test split")
+    if not selected:  # its flags need serving.export, which imports TensorFlow
+        return
+    from serving.export import FORMATS
+
     export.add_argument("--model-dir", required=True,
                         help="a pushed version: SERVING_DIR/<model_name>/<version>")
     export.add_argument("--format", required=True, choices=FORMATS)
@@ -494,10 +550,11 @@ def _export(args: argparse.Namespace) -> int:
 
     from serving import export
 
-    _quiet_libraries()
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    if not args.verbose:
+        logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
-        report = export.export(args.model_dir, args.format, args.output, args.examples)
+        report = export.export(args.model_dir, args.format, args.output, args.examples,
+                               progress=True)
     except export.ExportError as error:
         raise UsageError(str(error))
     print(report.summary())
@@ -523,14 +580,14 @@ def _add_gradcam_parser(commands) -> None:
 
 
 def _gradcam(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     from components.grad_cam import explain
 
     _check_output_dir(args.out)
     try:
         options = explain.Options(overlay_alpha=args.alpha, steps=args.steps,
                                   target_layer=args.target_layer)
-        summary = explain.explain_files(args.images, args.model, args.out, options)
+        summary = explain.explain_files(args.images, args.model, args.out, options,
+                                        progress=True)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error))
     print("\n".join(explain.summary_lines(summary)))
@@ -539,12 +596,14 @@ def _gradcam(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_app_parser(commands) -> None:
-    from app import launch
-
+def _add_app_parser(commands, selected: bool) -> None:
     app = commands.add_parser(
         "app", help="web demo (Streamlit): upload a chest X-ray, see the prediction, its "
                     "Grad-CAM and the model card")
+    if not selected:  # its flags need app.launch, which imports TensorFlow
+        return
+    from app import launch
+
     launch.add_model_arguments(app)
     app.add_argument("--port", type=int, default=launch.DEFAULT_PORT)
     app.add_argument("--address", default=launch.DEFAULT_ADDRESS,
@@ -578,21 +637,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="cxr", description="Chest X-ray TFX pipeline (research and education only; "
                                 "not for clinical use).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow, TFX and Beam logs")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(commands)
     _add_compare_parser(commands)
     _add_compile_parser(commands)
     _add_submit_parser(commands)
+    _add_run_spec_parser(commands)
     _add_predict_parser(commands)
     _add_serve_parser(commands)
-    _add_export_parser(commands)
+    _add_export_parser(commands, selected == "export")
     _add_gradcam_parser(commands)
     _add_check_data_parser(commands)
-    _add_app_parser(commands)
-    argv = list(sys.argv[1:] if argv is None else argv)
+    _add_app_parser(commands, selected == "app")
+    for subcommand in commands.choices.values():  # also accepted after the subcommand
+        subcommand.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                help="show tracebacks")
+        subcommand.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="show TensorFlow, TFX and Beam logs")
     args = parser.parse_args(argv)
     args.argv = argv
+    if not args.verbose:
+        _quiet_libraries()
     handlers = {"run": _run, "compare": _compare, "compile": _compile, "submit": _submit,
+                "run-spec": _run_spec,
                 "gradcam": _gradcam, "check-data": _check_data, "predict": _predict,
                 "serve": _serve, "export": _export, "app": _app}
     try:

@@ -114,3 +114,50 @@ def test_submit_checks_its_inputs_before_contacting_vertex(tmp_path, capsys, mon
     local_root.write_text(json.dumps({"runtimeConfig": {"gcsOutputDirectory": "/tmp/root"}}))
     assert cli.main(["submit", "--pipeline", str(local_root), "--project", "p"]) == 2
     assert "pipeline root '/tmp/root' is not on Cloud Storage" in _error_line(capsys)
+
+
+def test_submit_passes_runtime_parameters_with_the_spec_types(tmp_path, capsys, monkeypatch):
+    """Up to the PipelineJob: the part that needs Google Cloud is replaced by a recorder."""
+    from google.cloud import aiplatform
+
+    spec = tmp_path / "pipeline.json"
+    spec.write_text(json.dumps({
+        "displayName": "cxr", "pipelineSpec": {"root": {"inputDefinitions": {"parameters": {
+            "epochs": {"type": "INT"}, "min_macro_auc": {"type": "DOUBLE"}}}}},
+        "runtimeConfig": {"gcsOutputDirectory": "gs://cxr-b/root", "parameters": {
+            "epochs": {"intValue": "10"}, "min_macro_auc": {"doubleValue": 0.8}}}}))
+    jobs = []
+
+    class RecordedJob:
+        resource_name = "projects/p/locations/r/pipelineJobs/cxr-1"
+
+        def __init__(self, **kwargs):
+            jobs.append(kwargs)
+
+        def submit(self, service_account=None):
+            jobs[-1]["service_account"] = service_account
+
+    monkeypatch.setattr(aiplatform, "PipelineJob", RecordedJob)
+    assert cli.main(["submit", "--pipeline", str(spec), "--project", "p", "--region", "r",
+                     "--param", "epochs=3"]) == 0
+    assert jobs[0]["parameter_values"] == {"epochs": 3}
+    assert jobs[0]["template_path"] == str(spec) and jobs[0]["location"] == "r"
+    assert cli.main(["submit", "--pipeline", str(spec), "--project", "p",
+                     "--param", "epochs=many"]) == 2
+    assert _error_line(capsys) == ("cxr: error: runtime parameter epochs='many' is not a "
+                                   "valid int")
+    assert cli.main(["submit", "--pipeline", str(spec), "--project", "p",
+                     "--param", "learning_rate=1"]) == 2
+    assert "unknown runtime parameter 'learning_rate'" in _error_line(capsys)
+
+
+def test_run_spec_checks_its_inputs_before_running_anything(tmp_path, capsys):
+    assert cli.main(["run-spec", "--pipeline", str(tmp_path / "missing.json")]) == 2
+    assert _error_line(capsys).startswith("cxr: error: cannot read the pipeline spec")
+    spec = tmp_path / "pipeline.json"
+    spec.write_text(json.dumps({"pipelineSpec": {"root": {}},
+                                "runtimeConfig": {"gcsOutputDirectory": "gs://cxr-b/root"}}))
+    assert cli.main(["run-spec", "--pipeline", str(spec), "--param", "epochs"]) == 2
+    assert _error_line(capsys) == "cxr: error: --param 'epochs': expected NAME=VALUE"
+    assert cli.main(["run-spec", "--pipeline", str(spec), "--stage", "x=gs://cxr-b/d"]) == 2
+    assert _error_line(capsys) == "cxr: error: --stage 'x=gs://cxr-b/d': x is not a folder"

@@ -50,7 +50,7 @@ def test_bad_split_is_a_one_line_usage_error(tmp_path, capsys):
 
 def test_unknown_label_is_a_one_line_error_before_the_pipeline_starts(tmp_path, capsys):
     data_dir = make_subset(str(tmp_path / "data"), per_class=2,
-                           relabel={"images/normal_actualmed_0008.jpg": "Lung_Opacity"})
+                           relabel={"images/normal_actualmed_0011.jpg": "Lung_Opacity"})
     out = tmp_path / "out"
     assert cli.main(["run", "--data-dir", data_dir, "--output-dir", str(out)]) == 2
     assert _error_line(capsys).startswith(
@@ -109,7 +109,7 @@ def test_check_data_passes_within_the_limit_and_writes_json(tmp_path, capsys):
 
 def test_check_data_quarantines_unknown_labels_only_when_asked(tmp_path, capsys):
     data_dir = make_subset(str(tmp_path / "data"), per_class=2,
-                           relabel={"images/normal_actualmed_0008.jpg": "Lung_Opacity"})
+                           relabel={"images/normal_actualmed_0011.jpg": "Lung_Opacity"})
     report = tmp_path / "q.csv"
     assert cli.main(["check-data", "--data-dir", data_dir, "--report", str(report)]) == 2
     assert "known labels: COVID-19, Pneumonia, Normal" in _error_line(capsys)
@@ -118,7 +118,7 @@ def test_check_data_quarantines_unknown_labels_only_when_asked(tmp_path, capsys)
     assert "      1  unknown label" in capsys.readouterr().out
     rows = list(csv.DictReader(report.open()))
     assert [(os.path.basename(r["path"]), r["reason"], r["detail"]) for r in rows] == [
-        ("normal_actualmed_0008.jpg", "unknown label",
+        ("normal_actualmed_0011.jpg", "unknown label",
          "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
 
 

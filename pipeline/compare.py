@@ -167,14 +167,21 @@ def paired_differences(results: Sequence[ModelResult], reference: str, resamples
 
 def compare(base: PipelineConfig, candidates: Dict[str, PipelineConfig], out_dir: str,
             command: str, resamples: int = metrics.DEFAULT_RESAMPLES, run: bool = True,
-            eval_only: bool = False) -> Dict:
-    """Run (or reuse from cache) every candidate's pipeline and write the comparison files."""
+            eval_only: bool = False, progress: bool = False, verbose: bool = False) -> Dict:
+    """Run (or reuse from cache) every candidate's pipeline and write the comparison files.
+
+    progress: a bar over the candidates on stderr (on a terminal) and each component's start
+    and end.
+    """
+    from tqdm import tqdm
+
     os.makedirs(out_dir, exist_ok=True)
     results = []
-    for name, config in candidates.items():
+    for name, config in tqdm(candidates.items(), desc="models", unit="model",
+                             disable=None if progress else True):
         if run:
-            print(f"[{name}] running pipeline '{config.pipeline_name}'", flush=True)
-            runners.run_local(config)
+            tqdm.write(f"[{name}] running pipeline '{config.pipeline_name}'")
+            runners.run_local(config, report=tqdm.write if progress else None, verbose=verbose)
         results.append(_collect(name, config, resamples))
     align_test_predictions(results)
     choice = recommend(results, base.min_covid_recall)
@@ -283,7 +290,6 @@ def _slice_rows(models: Dict, key: str, feature: str, values: Sequence[str] = ()
 
 def render_comparison(comparison: Dict) -> str:
     fmt, models = render.fmt, comparison["models"]
-    covid = features.CLASS_NAMES[features.COVID_CLASS_ID]
     choice = comparison["recommendation"]
     tested = "" if comparison["eval_only"] else (
         f" Every candidate was tested on the same {comparison['test_images']} images of "

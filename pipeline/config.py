@@ -15,6 +15,7 @@ from components.grad_cam.component import DEFAULT_MAX_MISCLASSIFIED
 from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
 from components.image_example_gen.ingest import IngestOptions
+from components.runtime import thresholds
 from models import builders, features
 from schemas import SCHEMA_FILE
 
@@ -78,8 +79,18 @@ class PipelineConfig:
     dataflow_temp_location: Optional[str] = None  # default: <pipeline_root>/beam-temp
     dataflow_machine_type: str = "n1-standard-4"
     dataflow_max_workers: int = 4
+    dataflow_service_account: Optional[str] = None  # the workers' identity; default Compute's
+    dataflow_subnetwork: Optional[str] = None  # e.g. regions/REGION/subnetworks/NAME
     vertex_training: bool = False
     vertex_training_machine_type: str = "n1-standard-8"
+    # Vertex AI Training (Trainer and Tuner): e.g. NVIDIA_TESLA_T4; count per replica.
+    vertex_accelerator_type: Optional[str] = None
+    vertex_accelerator_count: int = 1
+    # Besides the TF Serving folder: upload the blessed model to the Vertex AI Model Registry
+    # and deploy it to this endpoint (TFX's Vertex Pusher) with a TF prediction image.
+    vertex_endpoint: Optional[str] = None
+    vertex_serving_image: Optional[str] = None
+    vertex_serving_machine_type: str = "n1-standard-2"
 
     def __post_init__(self):
         self.data_dir = _absolute(self.data_dir)
@@ -117,7 +128,15 @@ class PipelineConfig:
         if self.beam_runner not in BEAM_RUNNERS:
             raise ValueError(f"unknown Beam runner {self.beam_runner!r}; choose one of "
                              f"{', '.join(BEAM_RUNNERS)}")
-        for name in ("beam_direct_workers", "dataflow_max_workers"):
+        if self.vertex_accelerator_type and not self.vertex_training:
+            raise ValueError("--vertex-accelerator-type applies to Vertex AI Training: add "
+                             "--vertex-training")
+        if self.vertex_endpoint:
+            for name in ("project", "vertex_serving_image"):
+                if not getattr(self, name):
+                    raise ValueError(f"--vertex-endpoint (Model Registry upload) needs {name}: "
+                                     f"pass {setting_source(name)}")
+        for name in ("beam_direct_workers", "dataflow_max_workers", "vertex_accelerator_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         # Dataflow workers and Vertex Training jobs need this project's code: the image has it.
@@ -159,6 +178,10 @@ class PipelineConfig:
                 f"--max_num_workers={self.dataflow_max_workers}",
                 # Workers run the pipeline image, so they import this project's modules.
                 f"--sdk_container_image={self.image}", "--experiments=use_runner_v2"]
+            if self.dataflow_service_account:
+                runner_args.append(f"--service_account_email={self.dataflow_service_account}")
+            if self.dataflow_subnetwork:
+                runner_args.append(f"--subnetwork={self.dataflow_subnetwork}")
         elif self.beam_direct_workers > 1:
             # multi_processing uses one process per worker: more cores for Transform and stats.
             runner_args = ["--direct_running_mode=multi_processing",
@@ -182,9 +205,8 @@ class PipelineConfig:
 
     @property
     def blessing_rule(self) -> str:
-        return (f"COVID-19 recall >= {self.min_covid_recall} and macro ROC-AUC >= "
-                f"{self.min_macro_auc} on the test split, and no drop of more than "
-                f"{self.max_regression} in macro ROC-AUC against the last blessed model")
+        return thresholds.blessing_rule(self.min_covid_recall, self.min_macro_auc,
+                                        self.max_regression)
 
     @property
     def tuner_config(self) -> dict:
@@ -205,11 +227,30 @@ class PipelineConfig:
         return config
 
     def _vertex_worker_pool(self) -> List[Dict[str, Any]]:
+        machine = {"machine_type": self.vertex_training_machine_type}
+        if self.vertex_accelerator_type:
+            machine.update(accelerator_type=self.vertex_accelerator_type,
+                           accelerator_count=self.vertex_accelerator_count)
         return [{
-            "machine_spec": {"machine_type": self.vertex_training_machine_type},
+            "machine_spec": machine,
             "replica_count": 1,
             "container_spec": {"image_uri": self.image},
         }]
+
+    @property
+    def vertex_push_config(self) -> Dict[str, Any]:
+        """custom_config of TFX's Vertex Pusher: upload to the Model Registry, deploy to
+        the endpoint `vertex_endpoint` (created when missing)."""
+        return {
+            vertex.ENABLE_VERTEX_KEY: True,
+            vertex.VERTEX_REGION_KEY: self.region,
+            vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: self.vertex_serving_image,
+            vertex.SERVING_ARGS_KEY: {
+                "project": self.project,
+                "endpoint_name": self.vertex_endpoint,
+                "machine_type": self.vertex_serving_machine_type,
+            },
+        }
 
     @property
     def vertex_training_config(self) -> Dict[str, Any]:

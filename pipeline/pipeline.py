@@ -1,9 +1,10 @@
 """create_pipeline: the one place where the components are wired together."""
 import os
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
+from tfx.orchestration import data_types
 
 from components import code_digest
 from components.anomaly_gate.component import AnomalyGate
@@ -11,6 +12,8 @@ from components.curated_schema.component import CuratedSchemaImporter
 from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCardGenerator
+from components.runtime import component as runtime
+from components.runtime.thresholds import THRESHOLD_KEYS
 from components.serving_pusher.component import ServingPusher
 from models import features
 from pipeline.config import PipelineConfig
@@ -75,11 +78,26 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ] + _per_class_specs(config))
 
 
-def create_pipeline(config: PipelineConfig,
-                    schema_sha256: Optional[str] = None) -> tfx.dsl.Pipeline:
+def run_time_settings(config: PipelineConfig, runtime_parameters: bool = False
+                      ) -> Dict[str, Any]:
+    """The settings a Vertex AI run may change when it is submitted (`cxr submit --param`):
+    their values, or runtime parameters defaulting to them."""
+    values = {"data_root": config.data_dir, "epochs": config.epochs,
+              **{key: getattr(config, key) for key in THRESHOLD_KEYS}}
+    if not runtime_parameters:
+        return values
+    return {name: data_types.RuntimeParameter(name=name, ptype=type(value), default=value)
+            for name, value in values.items()}
+
+
+def create_pipeline(config: PipelineConfig, schema_sha256: Optional[str] = None,
+                    runtime_parameters: bool = False) -> tfx.dsl.Pipeline:
     """schema_sha256: the curated schema's digest when config.schema_file names the copy
-    inside a container image (compile_vertex), which is not readable here."""
-    example_gen = ImageExampleGen(config.data_dir, config.split_percentages,
+    inside a container image (compile_vertex), which is not readable here.
+    runtime_parameters: the data folder, epochs and blessing thresholds become runtime
+    parameters of the compiled spec (run_time_settings)."""
+    settings = run_time_settings(config, runtime_parameters)
+    example_gen = ImageExampleGen(settings["data_root"], config.split_percentages,
                                   config.ingest_options)
     # Transform, Tuner and Trainer run models/ by module path, which TFX does not hash.
     model_code = {code_digest.CODE_SHA256_KEY: code_digest.source_sha256("models")}
@@ -93,7 +111,7 @@ def create_pipeline(config: PipelineConfig,
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
     # materialize=False: Trainer applies the transform graph to raw examples (see README).
-    transform = tfx.components.Transform(
+    transform = runtime.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
         preprocessing_fn="models.preprocessing.preprocessing_fn",
@@ -104,8 +122,7 @@ def create_pipeline(config: PipelineConfig,
 
     # TFX's Vertex Tuner and Trainer run the same module code as Vertex AI Training jobs of
     # the pipeline image.
-    vertex = tfx.extensions.google_cloud_ai_platform
-    tuner_class = vertex.Tuner if config.vertex_training else tfx.components.Tuner
+    tuner_class = runtime.VertexTuner if config.vertex_training else runtime.Tuner
     tuner = tuner_class(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -114,15 +131,16 @@ def create_pipeline(config: PipelineConfig,
         eval_args=tfx.proto.EvalArgs(),
         custom_config={**config.tuner_config, **model_code}) if config.tune else None
 
-    trainer_class = vertex.Trainer if config.vertex_training else tfx.components.Trainer
-    trainer = trainer_class(
+    trainer = runtime.Trainer(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         run_fn="models.trainer.run_fn",
+        epochs=settings["epochs"],
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**config.trainer_config, **config.vertex_training_config, **model_code})
+        custom_config={**config.trainer_config, **config.vertex_training_config, **model_code},
+        vertex=config.vertex_training)
 
     baseline_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -130,12 +148,13 @@ def create_pipeline(config: PipelineConfig,
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = runtime.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_resolver.outputs["model"],
         example_splits=["test"],
-        eval_config=eval_config(config))
+        eval_config=eval_config(config),
+        **{key: settings[key] for key in THRESHOLD_KEYS})
 
     # Explains the evaluated model on the test split; its report records the blessing.
     grad_cam = GradCam(
@@ -157,7 +176,8 @@ def create_pipeline(config: PipelineConfig,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         model_name=config.serving_model_name,
         training={**config.trainer_config, "data_dir": config.data_dir},
-        blessing_rule=config.blessing_rule)
+        blessing_rule=config.blessing_rule,
+        run_time_settings=settings)
 
     # TFX's Pusher contract (PushedModel, <base>/<version>/), but atomic and with the card.
     pusher = ServingPusher(
@@ -166,6 +186,12 @@ def create_pipeline(config: PipelineConfig,
         model_card=model_card.outputs["model_card"],
         base_directory=os.path.join(config.serving_dir, config.serving_model_name)
     ).with_id("Pusher")
+    # Optionally also to the Vertex AI Model Registry, deployed to an endpoint.
+    vertex_pusher = tfx.extensions.google_cloud_ai_platform.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        custom_config=config.vertex_push_config).with_id("VertexPusher") \
+        if config.vertex_endpoint else None
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -173,7 +199,7 @@ def create_pipeline(config: PipelineConfig,
         components=[example_gen, schema_importer, statistics_gen, example_validator,
                     anomaly_gate, transform] + ([tuner] if tuner else []) + [
                     trainer, baseline_resolver, evaluator, grad_cam, model_card,
-                    pusher],
+                    pusher] + ([vertex_pusher] if vertex_pusher else []),
         enable_cache=True,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata_path),

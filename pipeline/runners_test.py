@@ -12,16 +12,20 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import version as tfx_version
 from tfx.dsl.components.base import executor_spec
-from tfx.orchestration import data_types
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 
+from components import code_digest
 from components.curated_schema.executor import file_sha256
+from components.runtime import executor
+from components.runtime.thresholds import THRESHOLD_KEYS
 from conftest import REPO_ROOT
-from pipeline import runners
+from pipeline import runners, spec_runner
 from pipeline.config import IMAGE_PROJECT_DIR, IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline
 from schemas import SCHEMA_FILE
 
 IMAGE = "europe-docker.pkg.dev/test-project/cxr/pipeline:test"
+SERVING_IMAGE = "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,11 @@ def compiled(tmp_path_factory):
     config = PipelineConfig(
         data_dir=str(root / "data"), output_dir=str(root / "out"),
         pipeline_root=str(root / "placeholder-root"), image=IMAGE, project="test-project",
-        region="europe-west4", beam_runner="dataflow", vertex_training=True)
+        region="europe-west4", beam_runner="dataflow", vertex_training=True,
+        vertex_accelerator_type="NVIDIA_TESLA_T4", vertex_accelerator_count=2,
+        dataflow_service_account="runner@test-project.iam.gserviceaccount.com",
+        dataflow_subnetwork="regions/europe-west4/subnetworks/private",
+        vertex_endpoint="cxr-endpoint", vertex_serving_image=SERVING_IMAGE, epochs=7)
     output = root / "pipeline.json"
     runners.compile_vertex(config, str(output))
     job = json.loads(output.read_text())
@@ -100,26 +108,89 @@ def test_trainer_runs_on_vertex_training_with_the_image(compiled):
     _, _, spec, deployment = compiled
     args = list(_executor(spec, deployment, "Trainer").container.args)
     assert args[args.index("--executor_class_path") + 1] == (
-        "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor")
+        "components.runtime.executor.VertexTrainer")
+    assert issubclass(executor.VertexTrainer, vertex_trainer_executor.GenericExecutor)
     parameter = spec.root.dag.tasks["Trainer"].inputs.parameters["custom_config"]
     custom_config = json.loads(parameter.runtime_value.constant_value.string_value)
     assert custom_config["ai_platform_enable_vertex"] is True
     assert custom_config["ai_platform_vertex_region"] == "europe-west4"
     pools = custom_config["ai_platform_training_args"]["worker_pool_specs"]
     assert [pool["container_spec"]["image_uri"] for pool in pools] == [IMAGE]
+    assert [pool["machine_spec"] for pool in pools] == [{
+        "machine_type": "n1-standard-8", "accelerator_type": "NVIDIA_TESLA_T4",
+        "accelerator_count": 2}]
     assert custom_config["model"] == "mobilenet_v2"
 
 
-def test_schema_is_read_from_the_image_and_runtime_parameters_are_declared(compiled):
-    _, local, spec, _ = compiled
+def test_schema_is_read_from_the_image(compiled):
+    _, _, spec, _ = compiled
     schema = spec.root.dag.tasks["ImportSchemaGen"].inputs.parameters["schema_file"]
     assert schema.runtime_value.constant_value.string_value == IMAGE_SCHEMA_FILE
     digest = spec.root.dag.tasks["ImportSchemaGen"].inputs.parameters["schema_sha256"]
     assert digest.runtime_value.constant_value.string_value == file_sha256(SCHEMA_FILE)
-    runtime_parameters = {value.name for node in local.components
-                          for value in node.exec_properties.values()
-                          if isinstance(value, data_types.RuntimeParameter)}
-    assert set(spec.root.input_definitions.parameters) == runtime_parameters
+
+
+def test_data_epochs_and_thresholds_are_runtime_parameters_with_the_config_defaults(compiled):
+    config, _, spec, _ = compiled
+    declared = spec.root.input_definitions.parameters
+    assert set(declared) == {"data_root", "epochs", "min_covid_recall", "min_macro_auc",
+                             "max_regression"}
+    job = json.loads(open(os.path.join(os.path.dirname(config.output_dir),
+                                       "pipeline.json")).read())
+    assert spec_runner.parameter_values(job, {}) == {
+        "data_root": config.data_dir, "epochs": 7, "min_covid_recall": 0.8,
+        "min_macro_auc": 0.8, "max_regression": 0.0}
+    consumers = {(task_name, key): spec_input.component_input_parameter
+                 for task_name, task in spec.root.dag.tasks.items()
+                 for key, spec_input in task.inputs.parameters.items()
+                 if spec_input.component_input_parameter}
+    assert consumers == {
+        ("ImageExampleGen", "input_base"): "data_root", ("Trainer", "epochs"): "epochs",
+        **{("Evaluator", key): key for key in THRESHOLD_KEYS},
+        ("ModelCardGenerator", "data_dir"): "data_root",
+        ("ModelCardGenerator", "epochs"): "epochs",
+        **{("ModelCardGenerator", key): key for key in THRESHOLD_KEYS}}
+
+
+def test_code_digests_ride_in_the_spec_for_every_step_that_runs_project_code(compiled):
+    _, _, spec, deployment = compiled
+    tasks = spec.root.dag.tasks
+    models_digest = code_digest.source_sha256("models")
+    for name in ("Transform", "Trainer"):
+        custom_config = json.loads(tasks[name].inputs.parameters["custom_config"]
+                                   .runtime_value.constant_value.string_value)
+        assert custom_config[code_digest.CODE_SHA256_KEY] == models_digest, name
+        args = list(_executor(spec, deployment, name).container.args)
+        assert args[args.index("--executor_class_path") + 1].startswith(
+            "components.runtime.executor."), name
+    for name, package in (("GradCam", "grad_cam"), ("ModelCardGenerator", "model_card"),
+                          ("Pusher", "serving_pusher")):
+        digest = tasks[name].inputs.parameters[code_digest.CODE_SHA256_KEY]
+        assert digest.runtime_value.constant_value.string_value == \
+            code_digest.component_sha256(package), name
+
+
+def test_dataflow_runs_as_the_given_service_account_in_the_given_subnetwork(compiled):
+    config, _, _, _ = compiled
+    assert "--service_account_email=runner@test-project.iam.gserviceaccount.com" in \
+        config.beam_args
+    assert "--subnetwork=regions/europe-west4/subnetworks/private" in config.beam_args
+
+
+def test_the_blessed_model_also_goes_to_the_vertex_model_registry(compiled):
+    _, _, spec, deployment = compiled
+    task = spec.root.dag.tasks["VertexPusher"]
+    assert set(task.dependent_tasks) == {"Trainer", "Evaluator"}
+    args = list(_executor(spec, deployment, "VertexPusher").container.args)
+    assert args[args.index("--executor_class_path") + 1] == (
+        "tfx.extensions.google_cloud_ai_platform.pusher.executor.Executor")
+    custom_config = json.loads(task.inputs.parameters["custom_config"]
+                               .runtime_value.constant_value.string_value)
+    assert custom_config["ai_platform_enable_vertex"] is True
+    assert custom_config["ai_platform_vertex_container_image_uri"] == SERVING_IMAGE
+    assert custom_config["ai_platform_serving_args"] == {
+        "project": "test-project", "endpoint_name": "cxr-endpoint",
+        "machine_type": "n1-standard-2"}
 
 
 def test_dockerfile_builds_on_the_pinned_tfx_image_and_installs_where_specs_look():

@@ -222,24 +222,31 @@ def test_newest_version_is_the_highest_number(tmp_path):
 
 
 def test_each_version_is_warmed_up_before_serving(served, tmp_path):
-    """TF Serving's warm-up file is replayed; without one, serving_default gets one image."""
+    """TF Serving's warm-up file is replayed (the Pusher writes one into every version);
+    without one, serving_default gets one image; a damaged one refuses the version."""
     import shutil
 
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+    from components.serving_pusher import warmup
+
     service, _ = served
-    assert service.warm_up_requests == 1
+    assert service.warm_up_requests == len(warmup.BATCH_SIZES)
     copy = tmp_path / MODEL_NAME / "1"
     shutil.copytree(service.version_dir, copy)
-    os.makedirs(copy / features.SERVING_EXTRAS_DIR, exist_ok=True)
-    with tf.io.TFRecordWriter(str(copy / server.WARMUP_FILE)) as writer:
-        for batch in ([1], [1, 2]):
+    os.remove(copy / warmup.WARMUP_PATH)
+    assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 1
+    with tf.io.TFRecordWriter(str(copy / warmup.WARMUP_PATH)) as writer:
+        for batch in ([1], [1, 2], [1, 2, 3]):
             request = predict_pb2.PredictRequest()
             request.inputs[features.SERVING_INPUT].CopyFrom(tf.make_tensor_proto(
                 client.read_images(_sample_paths(len(batch))), dtype=tf.string))
             writer.write(prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
-    assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 2
+    assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 3
+    (copy / warmup.WARMUP_PATH).write_bytes(b"not a TFRecord file")
+    with pytest.raises(server.ModelDirError, match="cannot read the warm-up file"):
+        server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME)
 
 
 def test_describe_leads_with_the_gate_verdict():

@@ -63,6 +63,8 @@ ONNX_OPSET = 17
 REPRESENTATIVE_IMAGES = 99
 # Calibration images the int8 weight rounding is chosen on: its cost grows with their number.
 ROUNDING_IMAGES = 24
+# Test images decoded and compared at a time: the check's memory does not grow with the split.
+PARITY_BATCH = 64
 
 
 class ExportError(ValueError):
@@ -103,6 +105,11 @@ class ParityError(RuntimeError):
 def split_examples(examples_dir: str, split: str,
                    limit: Optional[int] = None) -> List[Tuple[bytes, str]]:
     """(encoded image, label) of one ExampleGen split (gzipped TFRecords under Split-<name>/)."""
+    return list(_iter_split_examples(examples_dir, split, limit))
+
+
+def _iter_split_examples(examples_dir: str, split: str,
+                         limit: Optional[int] = None) -> Iterator[Tuple[bytes, str]]:
     files = sorted(glob.glob(os.path.join(examples_dir, f"Split-{split}", "*.gz")))
     if not files:
         raise ExportError(f"no Split-{split}/*.gz records under {examples_dir} "
@@ -112,9 +119,22 @@ def split_examples(examples_dir: str, split: str,
     records = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if limit:
         records = records.take(limit)
-    parsed = (tf.io.parse_single_example(record, spec) for record in records)
-    return [(example[features.IMAGE_KEY].numpy(), example[features.LABEL_KEY].numpy().decode())
-            for example in parsed]
+    for batch in records.batch(PARITY_BATCH):
+        parsed = tf.io.parse_example(batch, spec)
+        yield from zip(parsed[features.IMAGE_KEY].numpy(),
+                       (label.decode() for label in parsed[features.LABEL_KEY].numpy()))
+
+
+def image_batches(examples_dir: str, split: str, batch_size: int) -> Iterator[List[bytes]]:
+    """Encoded images of one split, batch_size at a time, in file order (none kept)."""
+    batch = []
+    for image, _ in _iter_split_examples(examples_dir, split):
+        batch.append(image)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def split_images(examples_dir: str, split: str, limit: Optional[int] = None) -> List[bytes]:
@@ -271,14 +291,20 @@ def check_parity(format_name: str, reference: np.ndarray, exported: np.ndarray) 
                         rule.describe(), int(near_tie.sum()), disagreements)
 
 
-def export(version_dir: str, format_name: str, output: str, examples_dir: str) -> ParityReport:
+def export(version_dir: str, format_name: str, output: str, examples_dir: str,
+           progress: bool = False) -> ParityReport:
     """Write the export, check it on the test split and save the report beside it.
 
+    The test split is read PARITY_BATCH images at a time (progress: a bar on stderr when it
+    is a terminal).
     Raises ParityError (after saving the report) when the export misses its tolerance.
     """
+    from tqdm import tqdm
+
     if format_name not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format_name!r}")
-    test_images = split_images(examples_dir, "test")
+    if next(image_batches(examples_dir, "test", 1), None) is None:  # before any export
+        raise ExportError(f"Split-test under {examples_dir} holds no examples")
     model = load_keras_model(version_dir)
     size = image_size(model)
     rounded_layers: List[weight_rounding.RoundedLayer] = []
@@ -297,9 +323,14 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str) -
         predictor = tflite_predictor(output)
 
     saved_model = tf.saved_model.load(version_dir).signatures[features.SERVING_SIGNATURE]
-    reference = saved_model(**{features.SERVING_INPUT: tf.constant(test_images)})[
-        features.PROBABILITIES_OUTPUT].numpy()
-    report = check_parity(format_name, reference, predictor(decode_images(test_images, size)))
+    reference, exported = [], []
+    for batch in tqdm(image_batches(examples_dir, "test", PARITY_BATCH),
+                      desc="checking on the test split", unit="batch",
+                      disable=None if progress else True):
+        reference.append(saved_model(**{features.SERVING_INPUT: tf.constant(batch)})[
+            features.PROBABILITIES_OUTPUT].numpy())
+        exported.append(predictor(decode_images(batch, size)))
+    report = check_parity(format_name, np.concatenate(reference), np.concatenate(exported))
     report.rounded_layers = [dataclasses.asdict(layer) for layer in rounded_layers]
     with open(parity_report_path(output), "w") as f:
         json.dump(dataclasses.asdict(report), f, indent=2)

@@ -13,7 +13,6 @@ instead of unbounded memory), and when the model rejects a batch the answer name
 it rejected (`image_bytes[3]: ...`), found by running them one at a time.
 """
 import dataclasses
-import io
 import os
 from concurrent import futures
 from typing import Dict, Optional, Sequence, Tuple
@@ -21,18 +20,16 @@ from typing import Dict, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2, prediction_log_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from components.serving_pusher import warmup
 from models import features
 
 SIGNATURE_DEF_FIELD = "signature_def"
 LOOPBACK = "127.0.0.1"
-# TF Serving replays the PredictionLog records in this file of a version before serving it.
-WARMUP_FILE = os.path.join(features.SERVING_EXTRAS_DIR, "tf_serving_warmup_requests")
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -76,12 +73,6 @@ def newest_version(model_base_path: str) -> Tuple[int, str]:
     return version, os.path.join(model_base_path, str(version))
 
 
-def _gray_png(side: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (side, side), 128).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _signature_defs(version_dir: str) -> Dict[str, "tf.compat.v1.SignatureDef"]:
     saved_model = saved_model_pb2.SavedModel()
     with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
@@ -123,12 +114,16 @@ class Servable:
         """Run requests before serving, as TF Serving does: a signature's first call is slow
         (about 20 s for 16 concurrent first requests on 2 cores, against 0.2 s after). The
         version's own warm-up file (TF Serving's assets.extra/tf_serving_warmup_requests)
-        is replayed when present; otherwise serving_default gets one small gray PNG."""
-        path = os.path.join(self.version_dir, WARMUP_FILE)
+        is replayed when present (a damaged one is a ModelDirError: TF Serving refuses such a
+        version); otherwise serving_default gets one synthetic gray PNG."""
+        path = os.path.join(self.version_dir, warmup.WARMUP_PATH)
         requests = []
         if os.path.isfile(path):
-            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                log = prediction_log_pb2.PredictionLog.FromString(record)
+            try:
+                logs = warmup.read(path)
+            except warmup.WarmupError as error:
+                raise ModelDirError(str(error)) from None
+            for log in logs:
                 if log.HasField("predict_log"):
                     request = log.predict_log.request
                     requests.append((request.model_spec.signature_name
@@ -138,7 +133,7 @@ class Servable:
         elif features.SERVING_SIGNATURE in self._model.signatures and set(
                 self.input_specs(features.SERVING_SIGNATURE)) == {features.SERVING_INPUT}:
             requests.append((features.SERVING_SIGNATURE,
-                             {features.SERVING_INPUT: np.array([_gray_png()], dtype=object)}))
+                             {features.SERVING_INPUT: np.array([warmup.sample_png()], dtype=object)}))
         for signature_name, inputs in requests:
             self.predict(signature_name, inputs)
         return len(requests)

@@ -50,3 +50,11 @@ def test_a_digest_given_for_a_file_in_an_image_is_kept(tmp_path):
     digest = executor.file_sha256(SCHEMA_FILE)
     component = CuratedSchemaImporter("/cxr/schemas/schema.pbtxt", schema_sha256=digest)
     assert component.exec_properties[executor.SCHEMA_SHA256_KEY] == digest
+
+
+def test_the_schema_artifact_can_live_on_cloud_storage(gcs_dir):
+    import tensorflow as tf
+    written = _run(CuratedSchemaImporter(SCHEMA_FILE), f"{gcs_dir}/schema")
+    assert written.startswith("gs://")
+    with tf.io.gfile.GFile(written) as f:
+        assert f.read() == open(SCHEMA_FILE).read()

@@ -1,7 +1,8 @@
 """GradCam executor: picks test images (typical hits and mistakes per class) and explains them."""
+import dataclasses
 import os
 import tempfile
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -11,6 +12,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components import code_digest
 from components.grad_cam import explain, gradcam
 from models import features
 
@@ -27,23 +29,82 @@ STEPS_KEY = "faithfulness_steps"
 SPLIT_KEY = "split"
 
 
-def read_split(examples: types.Artifact, split: str) -> List[explain.Case]:
-    """Every example of one split as a labelled case named '<patient id>-<index>'."""
+# Test images decoded and predicted at a time: memory stays flat whatever the split's size.
+SCAN_BATCH = 64
+_SPEC = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
+         for key in (features.IMAGE_KEY, features.LABEL_KEY, features.PATIENT_ID_KEY)}
+
+
+def _split_records(examples: types.Artifact, split: str) -> tf.data.Dataset:
     pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no examples in split {split!r} of {examples.uri}")
-    spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")
-            for key in (features.IMAGE_KEY, features.LABEL_KEY, features.PATIENT_ID_KEY)}
-    cases = []
-    for index, record in enumerate(tf.data.TFRecordDataset(files, compression_type="GZIP")):
-        parsed = {k: v.numpy() for k, v in tf.io.parse_single_example(record, spec).items()}
-        label = parsed[features.LABEL_KEY].decode()
-        cases.append(explain.Case(
-            name=f"{parsed[features.PATIENT_ID_KEY].decode() or split}-{index}",
-            image_bytes=parsed[features.IMAGE_KEY],
-            true_label=label if label in features.CLASS_NAMES else None))
-    return cases
+    return tf.data.TFRecordDataset(files, compression_type="GZIP")
+
+
+def read_split(examples: types.Artifact, split: str) -> Iterator[Tuple[int, explain.Case]]:
+    """(position, case) for every example of one split, in order, named
+    '<patient id>-<position>'; parsed a batch at a time, yielded one at a time."""
+    index = 0
+    for batch in _split_records(examples, split).batch(SCAN_BATCH):
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, _SPEC).items()}
+        for patient, image, label in zip(parsed[features.PATIENT_ID_KEY],
+                                         parsed[features.IMAGE_KEY], parsed[features.LABEL_KEY]):
+            label = label.decode()
+            yield index, explain.Case(
+                name=f"{patient.decode() or split}-{index}", image_bytes=image,
+                true_label=label if label in features.CLASS_NAMES else None)
+            index += 1
+
+
+@dataclasses.dataclass
+class SplitScan:
+    """What choosing the cases needs of a split, without its images."""
+    positions: List[int]        # of the decodable, labelled examples, in split order
+    true_ids: List[int]
+    probabilities: np.ndarray   # [len(positions), NUM_CLASSES]
+    skipped: List[str]          # names of undecodable images
+
+
+def scan_split(examples: types.Artifact, split: str, cam: gradcam.GradCam) -> SplitScan:
+    """Decode and predict the split SCAN_BATCH images at a time, keeping only the numbers.
+
+    Holding every decoded test image (600 KB each at 224 px) grew with the split."""
+    positions, true_ids, probabilities, skipped = [], [], [], []
+    batch_positions, batch_images = [], []
+
+    def flush() -> None:
+        if batch_images:
+            probabilities.append(cam.predict(np.stack(batch_images)))
+            positions.extend(batch_positions)
+            batch_positions.clear()
+            batch_images.clear()
+
+    for index, case in read_split(examples, split):
+        if case.true_label is None:
+            continue
+        try:
+            image = explain.decode(case.image_bytes, cam.image_size)
+        except ValueError:
+            skipped.append(case.name)
+            continue
+        batch_positions.append(index)
+        batch_images.append(image)
+        true_ids.append(features.CLASS_NAMES.index(case.true_label))
+        if len(batch_images) == SCAN_BATCH:
+            flush()
+    flush()
+    return SplitScan(positions, true_ids, np.concatenate(probabilities) if probabilities
+                     else np.zeros((0, features.NUM_CLASSES), np.float32), skipped)
+
+
+def cases_at(examples: types.Artifact, split: str, positions: Sequence[int]
+             ) -> List[explain.Case]:
+    """The cases at the given positions of the split, in the order given (a second read)."""
+    wanted = set(positions)
+    found = {index: case for index, case in read_split(examples, split) if index in wanted}
+    return [found[position] for position in positions]
 
 
 def _shares(available: Sequence[int], total: int) -> List[int]:
@@ -89,21 +150,10 @@ def select_cases(true_ids: Sequence[int], probabilities: np.ndarray, images_per_
     return chosen
 
 
-def _decodable(cases: Sequence[explain.Case], image_size: int
-               ) -> Tuple[List[explain.Case], np.ndarray, List[str]]:
-    kept, images, skipped = [], [], []
-    for case in cases:
-        try:
-            images.append(explain.decode(case.image_bytes, image_size))
-            kept.append(case)
-        except ValueError:
-            skipped.append(case.name)
-    return kept, np.stack(images) if images else np.zeros((0, image_size, image_size, 3)), skipped
-
-
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]], exec_properties: Dict[str, Any]) -> None:
+        code_digest.check_component(exec_properties.get(code_digest.CODE_SHA256_KEY), "grad_cam")
         model_artifact = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
@@ -112,34 +162,34 @@ class Executor(base_executor.BaseExecutor):
         model = explain.load_model(model_artifact.uri)
         cam = gradcam.GradCam(model, gradcam.find_target_layer(
             model, exec_properties[TARGET_LAYER_KEY] or None))
-        cases, images, skipped = _decodable(read_split(examples, split), cam.image_size)
-        labelled = [i for i, case in enumerate(cases) if case.true_label is not None]
-        if not labelled:
+        scanned = scan_split(examples, split, cam)
+        if not scanned.positions:
             raise ValueError(f"split {split!r} has no decodable image with a known label")
-        cases = [cases[i] for i in labelled]
-        probabilities = cam.predict(images[labelled])
-        true_ids = [features.CLASS_NAMES.index(case.true_label) for case in cases]
+        probabilities, true_ids = scanned.probabilities, scanned.true_ids
         chosen = select_cases(true_ids, probabilities, exec_properties[IMAGES_PER_CLASS_KEY],
                               bool(exec_properties[ALL_MISCLASSIFIED_KEY]),
                               int(exec_properties.get(MAX_MISCLASSIFIED_KEY) or 0))
         wrong = probabilities.argmax(axis=1) != np.asarray(true_ids)
         misclassified = int(wrong.sum())
         explained_mistakes = int(wrong[chosen].sum())
+        skipped = scanned.skipped
         context = {"model": model_artifact.uri, "examples": f"{examples.uri} ({split} split)",
-                   "images in split": len(cases), "misclassified in split": misclassified,
+                   "images in split": len(scanned.positions),
+                   "misclassified in split": misclassified,
                    "misclassified explained": f"{explained_mistakes} of {misclassified}",
                    "undecodable images skipped": len(skipped)}
         if input_dict.get(BLESSING_KEY):
             blessing = artifact_utils.get_single_instance(input_dict[BLESSING_KEY])
             context["blessed"] = bool(blessing.get_int_custom_property("blessed"))
-        logging.info("GradCam: explaining %d of %d %s images", len(chosen), len(cases), split)
+        logging.info("GradCam: explaining %d of %d %s images", len(chosen),
+                     len(scanned.positions), split)
         options = explain.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
                                   steps=exec_properties[STEPS_KEY],
                                   target_layer=cam.target.qualified_name)
         # Written locally, then copied: the artifact may live on Cloud Storage.
         with tempfile.TemporaryDirectory() as local_dir:
-            summary = explain.explain(model, [cases[i] for i in chosen], local_dir, options,
-                                      context)
+            cases = cases_at(examples, split, [scanned.positions[i] for i in chosen])
+            summary = explain.explain(model, cases, local_dir, options, context)
             io_utils.copy_dir(local_dir, report.uri)
         report.set_int_custom_property("images", len(summary["images"]))
         report.set_int_custom_property("misclassified_in_split", misclassified)

@@ -13,7 +13,7 @@ from components.grad_cam import component, executor, explain
 from components.grad_cam.conftest import last_relu_name
 from components.image_example_gen import ingest
 from components.image_example_gen.executor import accepted_to_example
-from conftest import make_subset
+from conftest import make_subset, upload
 from models import features
 
 BROKEN_PATIENT = "broken"
@@ -33,7 +33,8 @@ def _test_split(tmp_path, per_class: int) -> standard_artifacts.Examples:
             bytes_list=tf.train.BytesList(value=[BROKEN_PATIENT.encode()]))}))
     path = str(tmp_path / "examples" / "Split-test" / "data_tfrecord-00000-of-00001.gz")
     with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-        for accepted in ingest.check_data(data_dir, ingest.IngestOptions())[0]:
+        for checked in ingest.check_data(data_dir, ingest.IngestOptions())[0]:
+            accepted = ingest.reload(checked, ingest.IngestOptions().file_checks)
             writer.write(accepted_to_example(accepted).SerializeToString())
         writer.write(broken.SerializeToString())
     return examples
@@ -127,3 +128,25 @@ def test_executor_writes_a_complete_report(tmp_path, trained_baseline):
     for record in images:
         assert record["name"] in page
     assert "not for clinical use" in page
+
+
+def test_executor_reads_and_writes_cloud_storage(tmp_path, trained_baseline, gcs_dir):
+    examples = _test_split(tmp_path, per_class=1)
+    examples.uri = upload(examples.uri, f"{gcs_dir}/examples")
+    model = standard_artifacts.Model()
+    model.uri = f"{gcs_dir}/model"
+    trained_baseline.save(f"{model.uri}/Format-Serving", save_format="tf", save_traces=False)
+    report = component.GradCamReport()
+    report.uri = f"{gcs_dir}/report"
+    executor.Executor().Do(
+        {executor.MODEL_KEY: [model], executor.EXAMPLES_KEY: [examples]},
+        {executor.REPORT_KEY: [report]},
+        {executor.IMAGES_PER_CLASS_KEY: 1, executor.ALL_MISCLASSIFIED_KEY: False,
+         executor.TARGET_LAYER_KEY: "", executor.OVERLAY_ALPHA_KEY: 0.5,
+         executor.STEPS_KEY: 2, executor.SPLIT_KEY: "test"})
+    with tf.io.gfile.GFile(os.path.join(report.uri, explain.SUMMARY_FILE)) as f:
+        summary = json.load(f)
+    assert summary["context"]["images in split"] == 3
+    for record in summary["images"]:
+        assert tf.io.gfile.exists(os.path.join(report.uri, record["overlay"]))
+    assert tf.io.gfile.exists(os.path.join(report.uri, explain.REPORT_FILE))

@@ -124,12 +124,15 @@ def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_d
 
 
 def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
-            options: Options = Options(), context: Optional[Dict[str, Any]] = None
-            ) -> Dict[str, Any]:
+            options: Options = Options(), context: Optional[Dict[str, Any]] = None,
+            progress: bool = False) -> Dict[str, Any]:
     """Heatmaps, faithfulness figures and the report for `cases`; returns summary.json's data.
 
-    Each heatmap explains the class the model predicts for that image.
+    Each heatmap explains the class the model predicts for that image. progress: a bar on
+    stderr (on a terminal) over the images' faithfulness curves (the long part).
     """
+    from tqdm import tqdm
+
     if not cases:
         raise ValueError("no images to explain")
     cam = gradcam.GradCam(model, gradcam.find_target_layer(model, options.target_layer))
@@ -142,7 +145,8 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
 
     os.makedirs(os.path.join(out_dir, OVERLAY_DIR), exist_ok=True)
     records, panels = [], {}
-    for index, case in enumerate(cases):
+    for index, case in enumerate(tqdm(cases, desc="explaining", unit="image",
+                                      disable=None if progress else True)):
         heatmap, class_id = explanation.heatmaps[index], int(explanation.class_ids[index])
         predicted = features.CLASS_NAMES[class_id]
         curves = faithfulness.deletion_insertion(cam.predict, images[index], heatmap, class_id,
@@ -194,7 +198,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
 
 
 def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
-                  options: Options = Options()) -> Dict[str, Any]:
+                  options: Options = Options(), progress: bool = False) -> Dict[str, Any]:
     """`cxr gradcam`: explain image files without labels, each prepared as ingestion prepares
     it (imaging.prepare); ValueError/FileNotFoundError for anything the user has to fix (a
     missing file, a non-image, no model)."""
@@ -211,7 +215,7 @@ def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
             raise ValueError(f"{path}: {rejection}") from None
     model = load_model(model_dir)
     return explain(model, cases, out_dir, options,
-                   {"model": find_saved_model(model_dir), "images": ", ".join(paths)})
+                   {"model": find_saved_model(model_dir), "images": ", ".join(paths)}, progress)
 
 
 def summary_lines(summary: Dict[str, Any]) -> List[str]:

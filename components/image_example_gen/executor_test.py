@@ -1,4 +1,5 @@
 import glob
+import gzip
 import hashlib
 import os
 
@@ -10,12 +11,12 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from components import code_digest
 from components.image_example_gen import component, executor, ingest, quarantine
 from components.image_example_gen.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
-from conftest import make_subset
+from conftest import make_subset, upload
 from models import features
 
 
 def _read(uri, split):
-    files = glob.glob(os.path.join(uri, f"Split-{split}", "*.gz"))
+    files = tf.io.gfile.glob(os.path.join(uri, f"Split-{split}", "*.gz"))
     return [tf.train.Example.FromString(r.numpy())
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
@@ -136,6 +137,16 @@ def test_data_on_a_non_local_filesystem_is_read_through_gfile(tmp_path):
     assert component.fingerprint_tree(remote).startswith("files:4,")
 
 
+def test_executor_reads_the_data_from_and_writes_examples_to_cloud_storage(tmp_path, gcs_dir):
+    data_dir = upload(make_subset(str(tmp_path / "data"), per_class=4), f"{gcs_dir}/data")
+    examples = _run_executor(data_dir, f"{gcs_dir}/examples")
+    by_split = {split: _read(examples.uri, split) for split in features.SPLIT_NAMES}
+    assert sum(len(v) for v in by_split.values()) == 12
+    assert all(by_split.values())
+    report = quarantine.load(os.path.join(examples.uri, quarantine.REPORT_NAME))
+    assert report.quarantined == [] and report.accepted == 12
+
+
 def test_cache_key_carries_the_ingestion_code_digest(tmp_path):
     gen = component.ImageExampleGen(str(tmp_path),
                                     options=ingest.IngestOptions(min_image_side=32))
@@ -143,3 +154,16 @@ def test_cache_key_carries_the_ingestion_code_digest(tmp_path):
         gen.exec_properties["custom_config"]
     assert executor.options_from_exec_properties(gen.exec_properties) == \
         ingest.IngestOptions(min_image_side=32)
+
+
+def test_splits_are_gzip_files_in_content_hash_order(tmp_path):
+    data_dir = make_subset(str(tmp_path / "data"), per_class=4)
+    examples = _run_executor(data_dir, str(tmp_path / "out"), (50, 25, 25))
+    for split in features.SPLIT_NAMES:
+        files = glob.glob(os.path.join(examples.uri, f"Split-{split}", "*.gz"))
+        assert len(files) == 1
+        with gzip.open(files[0]) as f:  # any gzip reader: the payload is stored, not deflated
+            assert len(f.read()) > 0
+        digests = [hashlib.sha256(_value(e, features.IMAGE_KEY)).hexdigest()
+                   for e in _read(examples.uri, split)]
+        assert digests == sorted(digests)

@@ -122,6 +122,29 @@ class Accepted:
     record: ImageRecord  # view, age group and sex filled in from a DICOM header where unknown
     image: prepare.PreparedImage
 
+    @property
+    def content_sha256(self) -> str:
+        return self.image.content_sha256
+
+
+@dataclass(frozen=True)
+class CheckedFile:
+    """An accepted file without its bytes: what deduplication, the split and the report need.
+
+    Ingestion passes these between its steps and reads each file again only to write it
+    (reload): steps that carried the bytes held every image of the data set in memory at
+    once (Beam's in-process runner keeps whole collections between fused stages).
+    """
+    record: ImageRecord
+    content_sha256: str  # of the original file
+    height: int
+    width: int
+    conversion: Optional[str] = None
+
+
+class FileChangedError(RuntimeError):
+    """A file's content changed between its check and its writing."""
+
 
 def canonical_label(name: str) -> str:
     """Map a folder or manifest label to a class name; unknown names come back stripped."""
@@ -249,12 +272,35 @@ def inspect_record(record: ImageRecord, options: prepare.CheckOptions
     return Accepted(dataclasses.replace(record, **updates), image)
 
 
-def deduplicate(accepted: Iterable[Accepted]
-                ) -> Tuple[List[Accepted], List[quarantine.QuarantineRecord]]:
+def without_bytes(accepted: Accepted) -> CheckedFile:
+    image = accepted.image
+    return CheckedFile(accepted.record, image.content_sha256, image.height, image.width,
+                       image.conversion)
+
+
+def reload(checked: CheckedFile, options: prepare.CheckOptions) -> Accepted:
+    """The bytes to store for a file accepted earlier: read again, and converted again when
+    it was converted (DICOM, EXIF rotation...). Raises FileChangedError when the content is
+    no longer what was checked."""
+    with tf.io.gfile.GFile(checked.record.path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != checked.content_sha256:
+        raise FileChangedError(f"{checked.record.path} changed while it was being ingested; "
+                               "run again once the data folder is no longer being written")
+    if checked.conversion:
+        image = prepare.prepare_image(data, options)
+    else:
+        image = prepare.PreparedImage(encoded=data, height=checked.height, width=checked.width,
+                                      content_sha256=checked.content_sha256)
+    return Accepted(checked.record, image)
+
+
+def deduplicate(accepted: Iterable[Union[Accepted, CheckedFile]]
+                ) -> Tuple[List[Union[Accepted, CheckedFile]], List[quarantine.QuarantineRecord]]:
     """Keep one file of each exact content; the others become quarantine records."""
-    by_content: Dict[str, List[Accepted]] = defaultdict(list)
+    by_content: Dict[str, list] = defaultdict(list)
     for item in accepted:
-        by_content[item.image.content_sha256].append(item)
+        by_content[item.content_sha256].append(item)
     kept, duplicates = [], []
     for group in by_content.values():
         by_path = {item.record.path: item for item in group}
@@ -265,9 +311,9 @@ def deduplicate(accepted: Iterable[Accepted]
     return kept, duplicates
 
 
-def kept_summary(item: Accepted) -> Tuple[str, str, Optional[str]]:
-    """(path, label, conversion): all the report needs of a kept image, without its bytes."""
-    return item.record.path, item.record.label, item.image.conversion
+def kept_summary(item: CheckedFile) -> Tuple[str, str, Optional[str]]:
+    """(path, label, conversion): all the report needs of a kept image."""
+    return item.record.path, item.record.label, item.conversion
 
 
 def make_report(listing: Listing, kept: Iterable[Tuple[str, str, Optional[str]]],
@@ -286,14 +332,26 @@ def make_report(listing: Listing, kept: Iterable[Tuple[str, str, Optional[str]]]
         max_quarantined_fraction=options.max_quarantined_fraction)
 
 
-def check_data(data_dir: str, options: IngestOptions) -> Tuple[
-        List[Accepted], quarantine.IngestionReport]:
-    """Every check the executor makes, without Beam or TFX: for `cxr check-data`."""
+def check_data(data_dir: str, options: IngestOptions, progress: bool = False) -> Tuple[
+        List[CheckedFile], quarantine.IngestionReport]:
+    """Every check the executor makes, without Beam or TFX: for `cxr check-data`.
+
+    progress: a progress bar on stderr (tqdm, on a terminal) while the files are checked.
+    """
+    from tqdm import tqdm
+
     scanned = scan(data_dir, options.ignore_unknown_labels)
-    outcomes = [inspect_record(record, options.file_checks) for record in scanned.records]
-    kept, duplicates = deduplicate(o for o in outcomes if isinstance(o, Accepted))
-    rejected = [o for o in outcomes if isinstance(o, quarantine.QuarantineRecord)] + duplicates
-    report = make_report(scanned.listing, map(kept_summary, kept), rejected, options)
+    checked, rejected = [], []
+    for record in tqdm(scanned.records, desc="checking files", unit="file",
+                       disable=None if progress else True, mininterval=1):
+        outcome = inspect_record(record, options.file_checks)
+        if isinstance(outcome, Accepted):
+            checked.append(without_bytes(outcome))
+        else:
+            rejected.append(outcome)
+    kept, duplicates = deduplicate(checked)
+    report = make_report(scanned.listing, map(kept_summary, kept), rejected + duplicates,
+                         options)
     return sorted(kept, key=lambda a: a.record.path), report
 
 

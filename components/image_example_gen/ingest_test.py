@@ -309,3 +309,24 @@ def test_too_many_quarantined_files_or_an_empty_class_stop_the_run(tmp_path):
 def test_bad_ingest_options_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
         ingest.IngestOptions(**settings)
+
+
+def test_checked_files_carry_no_bytes_and_reload_gives_what_the_check_accepted(tmp_path):
+    plain, rotated = tmp_path / "plain.jpg", tmp_path / "rotated.jpg"
+    gradient().save(plain, "JPEG")
+    exif = Image.Exif()
+    exif[prepare.EXIF_ORIENTATION_TAG] = 6
+    gradient().save(rotated, "JPEG", exif=exif)
+    options = ingest.IngestOptions().file_checks
+    for path in (plain, rotated):
+        accepted = ingest.inspect_record(ingest.ImageRecord(str(path), "Normal", "p1"), options)
+        checked = ingest.without_bytes(accepted)
+        assert not any(isinstance(v, bytes) for v in vars(checked).values())
+        assert ingest.reload(checked, options) == accepted
+
+    checked = ingest.without_bytes(ingest.inspect_record(
+        ingest.ImageRecord(str(plain), "Normal", "p1"), options))
+    gradient(90, 80).save(plain, "JPEG")
+    with pytest.raises(ingest.FileChangedError, match="plain.jpg changed while it was being "
+                                                      "ingested"):
+        ingest.reload(checked, options)

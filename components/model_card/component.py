@@ -10,11 +10,13 @@ from typing import Any, Dict, Optional
 
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import code_digest
 from components.model_card import executor, metrics
+from components.runtime.thresholds import THRESHOLD_KEYS
 
 
 class ModelCard(types.Artifact):
@@ -29,6 +31,11 @@ class ModelCardGeneratorSpec(ComponentSpec):
         executor.BLESSING_RULE_KEY: ExecutionParameter(type=str),
         executor.RESAMPLES_KEY: ExecutionParameter(type=int),
         code_digest.CODE_SHA256_KEY: ExecutionParameter(type=str),
+        # Settings a Vertex AI run may change when submitted (runtime parameters): what
+        # the card states comes from them, not from `training` and `blessing_rule`.
+        executor.DATA_DIR_KEY: ExecutionParameter(type=str, optional=True),
+        executor.EPOCHS_KEY: ExecutionParameter(type=int, optional=True),
+        **{key: ExecutionParameter(type=float, optional=True) for key in THRESHOLD_KEYS},
     }
     INPUTS = {
         executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -41,6 +48,14 @@ class ModelCardGeneratorSpec(ComponentSpec):
                                                        optional=True),
     }
     OUTPUTS = {executor.MODEL_CARD_KEY: ChannelParameter(type=ModelCard)}
+
+
+def _run_time_parameters(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """pipeline.run_time_settings' runtime parameters, under this component's names."""
+    names = {"data_root": executor.DATA_DIR_KEY, "epochs": executor.EPOCHS_KEY,
+             **{key: key for key in THRESHOLD_KEYS}}
+    return {names[key]: value for key, value in settings.items()
+            if isinstance(value, data_types.RuntimeParameter)}
 
 
 class ModelCardGenerator(base_component.BaseComponent):
@@ -59,7 +74,8 @@ class ModelCardGenerator(base_component.BaseComponent):
                  evaluation: Optional[types.BaseChannel] = None,
                  model_blessing: Optional[types.BaseChannel] = None,
                  hyperparameters: Optional[types.BaseChannel] = None,
-                 bootstrap_resamples: int = metrics.DEFAULT_RESAMPLES):
+                 bootstrap_resamples: int = metrics.DEFAULT_RESAMPLES,
+                 run_time_settings: Optional[Dict[str, Any]] = None):
         if bootstrap_resamples < 1:
             raise ValueError(f"bootstrap resamples must be at least 1, got {bootstrap_resamples}")
         super().__init__(spec=ModelCardGeneratorSpec(
@@ -68,4 +84,5 @@ class ModelCardGenerator(base_component.BaseComponent):
             model_name=model_name, training=json.dumps(training, sort_keys=True),
             blessing_rule=blessing_rule, bootstrap_resamples=bootstrap_resamples,
             code_sha256=code_digest.component_sha256("model_card"),
+            **_run_time_parameters(run_time_settings or {}),
             model_card=types.Channel(type=ModelCard)))

@@ -7,7 +7,7 @@ import importlib.metadata
 import json
 import os
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -15,8 +15,11 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components import code_digest
 from components.grad_cam.explain import find_saved_model
 from components.model_card import bias, metrics, render
+from components.runtime import thresholds
+from components.runtime.thresholds import THRESHOLD_KEYS
 from models import calibration, features
 
 MODEL_KEY = "model"
@@ -29,6 +32,8 @@ MODEL_NAME_KEY = "model_name"
 TRAINING_KEY = "training"
 BLESSING_RULE_KEY = "blessing_rule"
 RESAMPLES_KEY = "bootstrap_resamples"
+DATA_DIR_KEY = "data_dir"
+EPOCHS_KEY = "epochs"
 SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
 METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
 # Identifies a test example across models (ingestion keeps one copy of identical bytes):
@@ -53,9 +58,34 @@ def _parse_metadata(batch: tf.Tensor) -> List[Dict[str, str]]:
             for i in range(int(tf.shape(batch)[0]))]
 
 
-def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
+def count_metadata(examples_uri: str, split: str, keys: Sequence[str]) -> Counter:
+    """Examples per combination of `keys` values in a split, counted a batch at a time (no
+    rows kept)."""
     records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
-    return [row for batch in records.batch(PREDICT_BATCH) for row in _parse_metadata(batch)]
+    spec = {key: _METADATA_SPEC[key] for key in keys}
+    counts = Counter()
+    for batch in records.batch(256):
+        parsed = tf.io.parse_example(batch, spec)
+        counts.update(zip(*([value.decode() for value in parsed[key].numpy()] for key in keys)))
+    return counts
+
+
+def _first_key_counts(counts: Counter) -> Counter:
+    result = Counter()
+    for key, count in counts.items():
+        result[key[0]] += count
+    return result
+
+
+def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
+    """Every example's metadata of a split (for notebooks; the card counts in a stream)."""
+    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
+    rows = []
+    for batch in records.batch(PREDICT_BATCH):
+        parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, _METADATA_SPEC).items()}
+        rows += [{k: values[i].decode() for k, values in parsed.items()}
+                 for i in range(len(parsed[features.LABEL_KEY]))]
+    return rows
 
 
 def predict_split(model_dir: str, examples_uri: str, split: str
@@ -77,8 +107,11 @@ def predict_split(model_dir: str, examples_uri: str, split: str
 
 
 def _counts(rows: List[Dict[str, str]], key: str) -> str:
-    return ", ".join(f"{value} {count}" for value, count in sorted(Counter(
-        r[key] for r in rows).items()))
+    return _format_counts(Counter(r[key] for r in rows))
+
+
+def _format_counts(counts: Counter) -> str:
+    return ", ".join(f"{value} {count}" for value, count in sorted(counts.items()))
 
 
 def _versions() -> Dict[str, str]:
@@ -103,7 +136,7 @@ def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, An
 
 
 def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
-    with open(path, "w", newline="") as f:
+    with tf.io.gfile.GFile(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(list(PREDICTION_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
         for row, p in zip(rows, probabilities):
@@ -168,10 +201,17 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: Dict[str, List[types.Artifact]],
            output_dict: Dict[str, List[types.Artifact]],
            exec_properties: Dict[str, Any]) -> None:
+        code_digest.check_component(exec_properties.get(code_digest.CODE_SHA256_KEY), "model_card")
         model_uri = artifact_utils.get_single_uri(input_dict[MODEL_KEY])
         examples_uri = artifact_utils.get_single_uri(input_dict[EXAMPLES_KEY])
         out_dir = artifact_utils.get_single_uri(output_dict[MODEL_CARD_KEY])
         training = json.loads(exec_properties[TRAINING_KEY])
+        training.update({key: exec_properties[key] for key in (DATA_DIR_KEY, EPOCHS_KEY)
+                         if exec_properties.get(key) is not None})
+        blessing_rule = exec_properties[BLESSING_RULE_KEY]
+        if all(exec_properties.get(key) is not None for key in THRESHOLD_KEYS):
+            blessing_rule = thresholds.blessing_rule(
+                *(exec_properties[key] for key in THRESHOLD_KEYS))
         resamples = exec_properties[RESAMPLES_KEY]
 
         model_dir = find_saved_model(model_uri)
@@ -184,8 +224,11 @@ class Executor(base_executor.BaseExecutor):
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
                                                    training, training_summary)
         keras_model = tf.keras.models.load_model(model_dir, compile=False)
-        splits = {split: read_metadata(examples_uri, split) for split in ("train", "eval")}
-        splits["test"] = rows
+        train = count_metadata(examples_uri, "train", bias.KEYS)
+        splits = {"train": _first_key_counts(train),
+                  "eval": _first_key_counts(count_metadata(examples_uri, "eval",
+                                                           [features.LABEL_KEY])),
+                  "test": Counter(r[features.LABEL_KEY] for r in rows)}
         card = {
             "model_name": exec_properties[MODEL_NAME_KEY],
             "version": None,
@@ -193,7 +236,7 @@ class Executor(base_executor.BaseExecutor):
             "disclaimer": render.DISCLAIMER.replace("**", ""),
             "blessed": (bool(blessing[0].get_int_custom_property("blessed"))
                         if blessing else None),
-            "blessing_rule": exec_properties[BLESSING_RULE_KEY],
+            "blessing_rule": blessing_rule,
             "model": {
                 "architecture": training["model"],
                 "parameters": int(keras_model.count_params()),
@@ -207,11 +250,12 @@ class Executor(base_executor.BaseExecutor):
             },
             "training_data": {
                 "data_dir": training.get("data_dir", "unknown"),
-                "split_counts": "; ".join(f"{split}: {len(r)} images ({_counts(r, 'label')})"
-                                          for split, r in splits.items()),
+                "split_counts": "; ".join(
+                    f"{split}: {sum(c.values())} images ({_format_counts(c)})"
+                    for split, c in splits.items()),
                 "test_sources": _counts(rows, features.SOURCE_KEY),
                 "test_age_groups": _counts(rows, features.AGE_GROUP_KEY),
-                "train_bias": bias.data_bias(splits["train"]),
+                "train_bias": bias.data_bias(train),
             },
             "bootstrap_resamples": resamples,
             "n_test_images": test_metrics["n_images"],
@@ -227,7 +271,7 @@ class Executor(base_executor.BaseExecutor):
 
 def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray,
                out_dir: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     title = f"{card['model_name']} ({card['model']['architecture']})"
     render.plot_confusion_matrix(card["test_metrics"]["confusion_matrix"], title,
                                  os.path.join(out_dir, render.CONFUSION_FILE))
@@ -238,7 +282,7 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
         render.plot_reliability(card["calibration"], title,
                                 os.path.join(out_dir, render.RELIABILITY_FILE))
     write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
-    with open(os.path.join(out_dir, render.JSON_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)
     render.write_documents(card, out_dir)
 

@@ -1,11 +1,12 @@
 """The model card of the tiny end-to-end run (conftest.tiny_pipeline): a real TFMA result."""
 import json
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from components.model_card import executor, metrics, render
+from components.model_card import bias, executor, metrics, render
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +105,8 @@ def test_bias_section_counts_the_training_split(card, tiny_pipeline):
     train_bias = content["training_data"]["train_bias"]
     train_rows = executor.read_metadata(tiny_pipeline.first.examples_uri, "train")
     assert train_bias["images"] == len(train_rows)
+    assert train_bias["class_by_age_group"] == bias.crosstab(
+        Counter((r["label"], r["source"], r["age_group"]) for r in train_rows), "age_group")
     assert sum(sum(counts.values()) for counts in train_bias["class_by_source"].values()) == \
         len(train_rows)
     text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
@@ -126,3 +129,39 @@ def test_calibration_is_reported_from_the_trainers_temperature(card, tiny_pipeli
     assert sum(b["count"] for b in block["test_before"]["bins"]) == len(rows)
     text = open(os.path.join(card_dir, render.MARKDOWN_FILE), encoding="utf-8").read()
     assert f"{block['test_before']['ece']:.3f} before scaling" in text
+
+
+def test_executor_reads_and_writes_cloud_storage(tiny_pipeline, gcs_dir):
+    """Every artifact on gs://, as on Vertex AI: the card must land there, not on local disk."""
+    import tensorflow as tf
+    from tfx.types import standard_artifacts
+
+    from components.model_card.component import ModelCard
+    from conftest import upload
+
+    first = tiny_pipeline.first
+    inputs = {}
+    for key, artifact_type, uri in (
+            (executor.MODEL_KEY, standard_artifacts.Model, first.model_uri),
+            (executor.EXAMPLES_KEY, standard_artifacts.Examples, first.examples_uri),
+            (executor.EVALUATION_KEY, standard_artifacts.ModelEvaluation, first.evaluation_uri)):
+        artifact = artifact_type()
+        artifact.uri = upload(uri, f"{gcs_dir}/{key}")
+        inputs[key] = [artifact]
+    inputs[executor.EXAMPLES_KEY][0].split_names = '["train", "eval", "test"]'
+    card = ModelCard()
+    card.uri = f"{gcs_dir}/card"
+    training = {"model": "mobilenet_v2", "epochs": 2, "image_size": 64, "batch_size": 4,
+                "weights": None, "data_dir": "gs://cxr-test/data"}
+    executor.Executor().Do(inputs, {executor.MODEL_CARD_KEY: [card]}, {
+        executor.MODEL_NAME_KEY: "cxr_classifier", executor.TRAINING_KEY: json.dumps(training),
+        executor.BLESSING_RULE_KEY: "any", executor.RESAMPLES_KEY: 50})
+    for name in (render.JSON_FILE, render.MARKDOWN_FILE, render.HTML_FILE,
+                 render.PREDICTIONS_FILE) + render.FIGURES:
+        assert tf.io.gfile.stat(os.path.join(card.uri, name)).length > 0, name
+    with tf.io.gfile.GFile(os.path.join(card.uri, render.HTML_FILE)) as f:
+        assert f.read().count("data:image/png;base64,") == len(render.FIGURES)
+    with tf.io.gfile.GFile(os.path.join(card.uri, render.JSON_FILE)) as f:
+        content = json.load(f)
+    assert content["training_data"]["data_dir"] == "gs://cxr-test/data"
+    assert content["tfma_cross_check"]["examples"] == content["n_test_images"]

@@ -142,7 +142,9 @@ def _patient_resamples(patients: Sequence[str], resamples: int, seed: int):
     _, patient_index = np.unique(np.asarray(patients), return_inverse=True)
     if not len(patient_index):
         return
-    members = [np.flatnonzero(patient_index == p) for p in range(patient_index.max() + 1)]
+    # Rows grouped by patient with one sort: a scan per patient grew with patients x rows.
+    order = np.argsort(patient_index, kind="stable")
+    members = np.split(order, np.flatnonzero(np.diff(patient_index[order])) + 1)
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
         chosen = rng.integers(0, len(members), size=len(members))

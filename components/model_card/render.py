@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import markdown
 import matplotlib
 import numpy as np
+import tensorflow as tf
 
 from components.model_card.metrics import Estimate
 from models import features
@@ -208,9 +209,9 @@ def _embed_images(html: str, folder: str) -> str:
     """Inline the figures so the HTML opens anywhere, copied alone or not."""
     def inline(match):
         path = os.path.join(folder, match.group(1))
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
             return match.group(0)
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             return f'src="data:image/png;base64,{base64.b64encode(f.read()).decode()}"'
     return re.sub(r'src="([^":]+\.png)"', inline, html)
 
@@ -229,10 +230,16 @@ def render_html(markdown_text: str, folder: str, title: str) -> str:
 def write_documents(card: Dict, folder: str) -> None:
     """model_card.md and model_card.html next to the figures already in `folder`."""
     text = render_markdown(card)
-    with open(os.path.join(folder, MARKDOWN_FILE), "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(os.path.join(folder, MARKDOWN_FILE), "w") as f:
         f.write(text)
-    with open(os.path.join(folder, HTML_FILE), "w", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(os.path.join(folder, HTML_FILE), "w") as f:
         f.write(render_html(text, folder, f"Model card: {card['model_name']}"))
+
+
+def _save_png(figure, path: str) -> None:
+    """Through tf.io.gfile: the card's folder may be on Cloud Storage."""
+    with tf.io.gfile.GFile(path, "wb") as f:
+        figure.savefig(f, format="png")
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str) -> None:
@@ -249,7 +256,7 @@ def plot_confusion_matrix(matrix: Sequence[Sequence[int]], title: str, path: str
     axes.set_ylabel("true")
     axes.set_title(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path)
+    _save_png(figure, path)
     plt.close(figure)
 
 
@@ -279,7 +286,7 @@ def plot_roc_curves(labels: np.ndarray, probabilities: np.ndarray, aucs: Dict[st
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path)
+    _save_png(figure, path)
     plt.close(figure)
 
 
@@ -298,5 +305,5 @@ def plot_reliability(block: Dict, title: str, path: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    figure.savefig(path)
+    _save_png(figure, path)
     plt.close(figure)

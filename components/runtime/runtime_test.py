@@ -1,0 +1,57 @@
+"""Runtime parameters and code checks of the Transform/Tuner/Trainer/Evaluator executors."""
+import json
+
+import pytest
+
+from components import code_digest
+from components.runtime import executor, thresholds
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import eval_config
+
+
+def test_thresholds_set_at_run_time_equal_a_config_built_with_them(tmp_path):
+    built = eval_config(PipelineConfig(data_dir=str(tmp_path), min_covid_recall=0.9,
+                                       min_macro_auc=0.7, max_regression=0.05))
+    default = eval_config(PipelineConfig(data_dir=str(tmp_path)))
+    assert default != built
+    assert thresholds.apply(default, 0.9, 0.7, 0.05) == built
+
+
+def test_evaluator_writes_the_threshold_parameters_into_eval_config(tmp_path):
+    from tfx.types import standard_component_specs
+    from tfx.utils import proto_utils
+
+    default = eval_config(PipelineConfig(data_dir=str(tmp_path)))
+    properties = executor.with_thresholds({
+        standard_component_specs.EVAL_CONFIG_KEY: proto_utils.proto_to_json(default),
+        "min_covid_recall": 0.5, "min_macro_auc": 0.6, "max_regression": 0.1})
+    assert set(properties) == {standard_component_specs.EVAL_CONFIG_KEY}
+    expected = eval_config(PipelineConfig(data_dir=str(tmp_path), min_covid_recall=0.5,
+                                          min_macro_auc=0.6, max_regression=0.1))
+    assert properties[standard_component_specs.EVAL_CONFIG_KEY] == \
+        proto_utils.proto_to_json(expected)
+
+
+def test_trainer_reads_the_epochs_parameter_through_custom_config():
+    properties = executor.with_epochs({"custom_config": json.dumps({"epochs": 10, "model": "x"}),
+                                       "epochs": 3})
+    assert json.loads(properties["custom_config"]) == {"epochs": 3, "model": "x"}
+    assert "epochs" not in properties
+
+
+def test_code_that_differs_from_the_compiled_digest_stops_the_step():
+    current = code_digest.source_sha256("models")
+    code_digest.check(current, "models")
+    code_digest.check(None, "models")
+    properties = {"custom_config": json.dumps({code_digest.CODE_SHA256_KEY: "0" * 64})}
+    with pytest.raises(code_digest.CodeMismatchError,
+                       match=r"^the code of models has sha256 \w{12}…, not 000000000000… as "
+                             r"when the pipeline was compiled: build the image and compile "
+                             r"the spec from one checkout$"):
+        executor.Trainer().Do({}, {}, properties)
+
+
+def test_custom_components_check_their_own_code_digest():
+    from components.grad_cam import executor as grad_cam_executor
+    with pytest.raises(code_digest.CodeMismatchError, match="components/grad_cam"):
+        grad_cam_executor.Executor().Do({}, {}, {code_digest.CODE_SHA256_KEY: "f" * 64})
