@@ -134,8 +134,12 @@ class Servable:
                 self.input_specs(features.SERVING_SIGNATURE)) == {features.SERVING_INPUT}:
             requests.append((features.SERVING_SIGNATURE,
                              {features.SERVING_INPUT: np.array([warmup.sample_png()], dtype=object)}))
-        for signature_name, inputs in requests:
-            self.predict(signature_name, inputs)
+        for index, (signature_name, inputs) in enumerate(requests):
+            try:  # the request limits are for clients: the Pusher's warm-up batch is 8
+                self.predict(signature_name, inputs, enforce_limits=False)
+            except RequestError as error:
+                raise ModelDirError(f"{self.version_dir} fails warm-up request {index}: "
+                                    f"{error.message}") from None
         return len(requests)
 
     def check_model_spec(self, name: str, version: Optional[int], label: str = "") -> None:
@@ -151,7 +155,8 @@ class Servable:
         return self._model.signatures[signature_name].structured_input_signature[1]
 
     def predict(self, signature_name: str, inputs: Dict[str, np.ndarray],
-                output_filter: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+                output_filter: Sequence[str] = (), enforce_limits: bool = True
+                ) -> Dict[str, np.ndarray]:
         """The signature's outputs for these inputs; RequestError for anything refused."""
         specs = self.input_specs(signature_name)
         if set(inputs) != set(specs):
@@ -164,7 +169,7 @@ class Servable:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                str(error).splitlines()[0]) from None
         batch = max((int(t.shape[0]) for t in tensors.values() if t.shape.rank), default=1)
-        if batch > self.limits.max_batch_size:
+        if enforce_limits and batch > self.limits.max_batch_size:
             raise RequestError(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the request holds {batch} inputs, over this server's limit of "
