@@ -99,8 +99,10 @@ def mid_level_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:
     _, height, _, channels = _pooling_layer(model).input_shape
     container = model.get_layer(builders.BACKBONE_NAME) if builders.has_backbone(model) \
         else model
-    candidates = [layer for layer in container.layers
-                  if isinstance(layer.output_shape, tuple) and len(layer.output_shape) == 4
+    # model.layers also lists layers attached as attributes and never called in the graph
+    # (the Transform layer the serving signatures use): they have no output shape.
+    candidates = [layer for layer in container.layers if layer.inbound_nodes
+                  and isinstance(layer.output_shape, tuple) and len(layer.output_shape) == 4
                   and layer.output_shape[1] == 2 * height
                   and layer.output_shape[-1] != channels]
     if not candidates:

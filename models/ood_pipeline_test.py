@@ -24,7 +24,7 @@ def test_the_served_signature_carries_the_gate(tiny_pipeline):
                            features.TRAINING_SUMMARY_FILE)) as f:
         gate = json.load(f)["chest_xray_gate"]
     assert gate["eval_flagged"] <= ood.MAX_FLAGGED_EVAL and gate["eval_images"] >= 1
-    assert gate["dimensions"] == 1280  # MobileNetV2's pooled features
+    assert gate["dimensions"] == [1280, 576]  # MobileNetV2: pooled features, block_13_expand_relu
     films = [open(path, "rb").read()
              for path in sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[:6]]
     rng = np.random.default_rng(0)
