@@ -31,8 +31,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["cxr", "cxr.*", "pipeline", "pipeline.*", "components",
-                                    "components.*", "models", "models.*", "schemas",
-                                    "serving", "serving.*", "app", "app.*"]),
+                                    "components.*", "imaging", "imaging.*", "models", "models.*",
+                                    "schemas", "serving", "serving.*", "app", "app.*"]),
     package_data={"models": ["weights/*.h5", "weights/*.md"], "schemas": ["*.pbtxt"]},
     install_requires=[
         "tfx>=1.16,<1.17",

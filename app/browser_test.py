@@ -13,7 +13,9 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app import model_card_test
 from conftest import REPO_ROOT, SAMPLE_DIR
@@ -48,11 +50,11 @@ def model_base(tiny_pipeline, tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def served(model_base):
     """The same model behind a gRPC PredictionService: the expected answers, and --server."""
-    grpc_server, service, port = server.start_server(model_base, port=0)
-    target = f"{server.LOOPBACK}:{port}"
-    with client.PredictionClient(target, service.model_name) as grpc_client:
+    running = server.start_server(model_base, port=0)
+    target = f"{server.LOOPBACK}:{running.grpc_port}"
+    with client.PredictionClient(target, running.servable.model_name) as grpc_client:
         yield target, grpc_client
-    grpc_server.stop(grace=None).wait()
+    running.stop()
 
 
 class RunningApp:
@@ -139,7 +141,8 @@ def _upload(page, path: str) -> None:
 
 
 def _predicted_class(page) -> str:
-    heading = page.locator("h4", has_text="Predicted class:")
+    """The class shown, whether or not the gate flagged the image (then in an h5)."""
+    heading = page.locator("h4, h5", has_text="Predicted class")
     heading.wait_for()
     return heading.inner_text().split(":", 1)[1].strip()
 
@@ -183,7 +186,7 @@ def test_upload_shows_prediction_heatmaps_and_model_card(browser, start_app, mod
     notes.write_text("patient notes, not an image\n")
     _upload(page, str(notes))
     page.locator('[data-testid="stAlert"]').get_by_text(
-        "notes.txt is not a PNG, JPEG or DICOM image").wait_for()
+        "notes.txt: not an image: content is text, not a JPEG, PNG or DICOM image").wait_for()
     assert page.locator("h4", has_text="Predicted class:").count() == 0
     page.screenshot(path=str(tmp_path / "app-error.png"))
     # The app keeps working after a bad upload.
@@ -192,6 +195,17 @@ def test_upload_shows_prediction_heatmaps_and_model_card(browser, start_app, mod
 
     written = app.files_written()
     assert not [path for path in written if open(path, "rb").read() == image_bytes], written
+
+    # Colour noise is no chest X-ray: the page says so first, the class only for reference.
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)).save(
+        noise)
+    flagged = grpc_client.predict([noise.read_bytes()])[0]
+    assert flagged.is_chest_xray is False
+    _upload(page, str(noise))
+    page.locator("h4", has_text="Not a frontal chest X-ray").wait_for()
+    assert _predicted_class(page) == flagged.predicted_class
+    page.screenshot(path=str(tmp_path / "app-not-a-chest-x-ray.png"))
 
 
 def test_server_mode_predicts_over_grpc_and_says_the_heatmap_is_unavailable(

@@ -85,15 +85,15 @@ def test_class_overlays_show_one_heatmap_per_class(local):
 
 
 def test_remote_predictions_match_local_ones(local):
-    grpc_server, service, port = server.start_server(os.path.dirname(local.model.directory),
-                                                     port=0)
+    running = server.start_server(os.path.dirname(local.model.directory), port=0)
     try:
-        remote = predictors.RemotePredictor(f"{server.LOOPBACK}:{port}", service.model_name)
+        remote = predictors.RemotePredictor(f"{server.LOOPBACK}:{running.grpc_port}",
+                                            running.servable.model_name)
         remote.check()
         image = open(IMAGES[1], "rb").read()
         remote_prediction, local_prediction = remote.predict(image), local.predict(image)
     finally:
-        grpc_server.stop(grace=None).wait()
+        running.stop()
     assert remote_prediction.predicted_class == local_prediction.predicted_class
     np.testing.assert_allclose(list(remote_prediction.probabilities.values()),
                                list(local_prediction.probabilities.values()), atol=1e-6)

@@ -90,7 +90,8 @@ def probability_chart(prediction: client.Prediction) -> alt.Chart:
 class Analysis:
     """One upload's outcome: a message for the page, or the prediction and its overlays."""
     error: Optional[str] = None
-    image: bytes = b""
+    image: bytes = b""  # as the model sees it (what ingestion would have stored)
+    conversion: Optional[str] = None  # why `image` differs from the upload, if it does
     prediction: Optional[client.Prediction] = None
     overlays: Optional[Dict[str, Image.Image]] = None  # None: no local model for Grad-CAM
 
@@ -98,14 +99,34 @@ class Analysis:
 def analyse(name: str, data: bytes, local: Optional[predictors.LocalPredictor],
             predictor: predictors.Predictor) -> Analysis:
     try:
-        image = uploads.image_bytes_from_upload(name, data)
+        prepared = uploads.prepare_upload(name, data)
+        image = prepared.encoded
         prediction = predictor.predict(image)
     except uploads.UploadError as error:
         return Analysis(error=str(error))
     except client.ServingError as error:
         return Analysis(error=f"Prediction failed: {error}")
     overlays = predictors.class_overlays(local.cam, image) if local else None
-    return Analysis(image=image, prediction=prediction, overlays=overlays)
+    return Analysis(image=image, conversion=prepared.conversion, prediction=prediction,
+                    overlays=overlays)
+
+
+def show_prediction(prediction: client.Prediction) -> None:
+    """The class and its probabilities; led by the gate's verdict when it flags the image."""
+    scores = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
+    if prediction.is_chest_xray is False:
+        st.markdown(f"#### {client.NOT_A_CHEST_XRAY.capitalize()}")
+        st.warning(f"The model's gate scores this image {prediction.chest_xray_score:.3f}: it "
+                   "does not look like the frontal chest films the model learned from, so "
+                   "its class means nothing here. Shown only for reference:", icon="🚫")
+        st.markdown(f"##### Predicted class, were it a chest X-ray: "
+                    f"{prediction.predicted_class}")
+    else:
+        st.markdown(f"#### Predicted class: {prediction.predicted_class}")
+    st.altair_chart(probability_chart(prediction), width="stretch")
+    if prediction.chest_xray_score is not None:
+        scores += f"; chest X-ray score {prediction.chest_xray_score:.3f}"
+    st.caption(scores)
 
 
 def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPredictor]
@@ -115,11 +136,11 @@ def show_analysis(upload, analysis: Analysis, local: Optional[predictors.LocalPr
         return
     prediction = analysis.prediction
     left, right = st.columns(2)
-    left.image(analysis.image, caption=f"{upload.name} as uploaded", width="stretch")
+    caption = (f"{upload.name} as the model sees it ({analysis.conversion})"
+               if analysis.conversion else f"{upload.name} as uploaded")
+    left.image(analysis.image, caption=caption, width="stretch")
     with right:
-        st.markdown(f"#### Predicted class: {prediction.predicted_class}")
-        st.altair_chart(probability_chart(prediction), width="stretch")
-        st.caption(", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items()))
+        show_prediction(prediction)
     st.subheader("Grad-CAM")
     if analysis.overlays is None:
         st.info(NO_HEATMAP)

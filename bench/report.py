@@ -236,19 +236,26 @@ def markdown(results: Dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(results: Dict[str, object], path: str) -> None:
-    """Replace the generated section of the document, keeping the hand-written notes."""
-    section = f"{BEGIN}\n{markdown(results)}\n{END}"
+def replace_section(path: str, begin: str, end: str, body: str, missing: str) -> None:
+    """Put `body` between the markers `begin` and `end` of a document, keeping the rest;
+    without the markers, `missing(section)` gives the whole new text."""
+    section = f"{begin}\n{body}\n{end}"
     text = ""
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
+    if begin in text and end in text:
+        before, rest = text.split(begin, 1)
+        text = before + section + rest.split(end, 1)[1]
     else:
-        text = ("# Benchmarks\n\nResearch and education only; these numbers describe cost, "
-                "not clinical fitness.\n\n" + section + "\n" + text)
+        text = missing(section, text)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def write_markdown(results: Dict[str, object], path: str) -> None:
+    """Replace the generated section of the document, keeping the hand-written notes."""
+    replace_section(path, BEGIN, END, markdown(results), lambda section, text: (
+        "# Benchmarks\n\nResearch and education only; these numbers describe cost, not "
+        "clinical fitness.\n\n" + section + "\n" + text))

@@ -61,8 +61,9 @@ def _backends(version_dir: str, work_dir: str) -> Tuple[Dict[str, tuple], tuple]
     from serving import client, export, server
 
     signature = tf.saved_model.load(version_dir).signatures[features.SERVING_SIGNATURE]
-    grpc_server, service, port = server.start_server(os.path.dirname(version_dir), port=0)
-    grpc_client = client.PredictionClient(f"{server.LOOPBACK}:{port}", service.model_name,
+    running = server.start_server(os.path.dirname(version_dir), port=0)
+    grpc_client = client.PredictionClient(f"{server.LOOPBACK}:{running.grpc_port}",
+                                          running.servable.model_name,
                                           batch_size=max(BATCH_SIZES))
     model = export.load_keras_model(version_dir)
     onnx_path = os.path.join(work_dir, "model.onnx")
@@ -79,7 +80,7 @@ def _backends(version_dir: str, work_dir: str) -> Tuple[Dict[str, tuple], tuple]
         "onnxruntime": (lambda batch: onnx_predict(np.stack(batch)), False),
         "tflite_float32": (lambda batch: tflite_predict(np.stack(batch)), False),
     }
-    return backends, (grpc_server, grpc_client)
+    return backends, (running, grpc_client)
 
 
 def run(version_dir: str, images: List[bytes], work_dir: str, requests: int,
@@ -91,7 +92,7 @@ def run(version_dir: str, images: List[bytes], work_dir: str, requests: int,
     start = time.perf_counter()
     decoded = list(export.decode_images(images, size))
     decode_ms = (time.perf_counter() - start) * 1000 / len(images)
-    backends, (grpc_server, grpc_client) = _backends(version_dir, work_dir)
+    backends, (running, grpc_client) = _backends(version_dir, work_dir)
     results = {}
     try:
         for name, (predict, takes_bytes) in backends.items():
@@ -101,7 +102,7 @@ def run(version_dir: str, images: List[bytes], work_dir: str, requests: int,
                                          for size_ in BATCH_SIZES]}
     finally:
         grpc_client.close()
-        grpc_server.stop(grace=None)
+        running.stop()
     in_process = results["savedmodel_in_process"]["batches"][0]["p50_ms"]
     over_grpc = results["grpc_cxr_serve"]["batches"][0]["p50_ms"]
     return {"image_size": size, "test_images": len(images), "decode_ms_per_image": decode_ms,

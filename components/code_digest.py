@@ -8,7 +8,7 @@ made. A parameter carrying the code's digest makes the edit re-run the step.
 import glob
 import hashlib
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 CODE_SHA256_KEY = "code_sha256"
 # The folder holding the project's packages (the checkout, or site-packages when installed).
@@ -35,10 +35,19 @@ def source_sha256(*paths: str) -> str:
     return digest.hexdigest()
 
 
+# Library packages outside components/ whose code a component's executor runs.
+LIBRARIES = {"image_example_gen": ("imaging",)}
+
+
+def component_paths(package: str) -> Tuple[str, ...]:
+    """A custom component's code: components/<package>/, the libraries it runs and the
+    constants it shares."""
+    return (os.path.join("components", package), *LIBRARIES.get(package, ()),
+            os.path.join("models", "features.py"))
+
+
 def component_sha256(package: str) -> str:
-    """A custom component's code: components/<package>/ and the constants it shares."""
-    return source_sha256(os.path.join("components", package),
-                         os.path.join("models", "features.py"))
+    return source_sha256(*component_paths(package))
 
 
 class CodeMismatchError(ValueError):
@@ -64,4 +73,4 @@ def check(recorded: Optional[str], *paths: str) -> None:
 
 
 def check_component(recorded: Optional[str], package: str) -> None:
-    check(recorded, os.path.join("components", package), os.path.join("models", "features.py"))
+    check(recorded, *component_paths(package))

@@ -36,3 +36,19 @@ def test_the_digest_does_not_depend_on_where_the_checkout_is(packages, tmp_path_
 def test_a_missing_source_is_an_error_not_an_empty_digest():
     with pytest.raises(FileNotFoundError, match="no such source to fingerprint: .*modles"):
         code_digest.source_sha256("modles")
+
+
+def test_ingestion_digest_sees_the_image_path_it_runs(tmp_path, monkeypatch):
+    for package in ("components/image_example_gen", "imaging"):
+        shutil.copytree(f"{code_digest.PACKAGES_ROOT}/{package}", tmp_path / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "models").mkdir()
+    shutil.copy(f"{code_digest.PACKAGES_ROOT}/models/features.py", tmp_path / "models")
+    monkeypatch.setattr(code_digest, "PACKAGES_ROOT", str(tmp_path))
+    before = code_digest.component_sha256("image_example_gen")
+    code_digest.check_component(before, "image_example_gen")  # the executor's check agrees
+    with open(tmp_path / "imaging" / "prepare.py", "a") as f:
+        f.write("\n# another EXIF rule\n")
+    assert code_digest.component_sha256("image_example_gen") != before
+    with pytest.raises(code_digest.CodeMismatchError, match="imaging"):
+        code_digest.check_component(before, "image_example_gen")

@@ -448,7 +448,8 @@ def _add_predict_parser(commands) -> None:
                          help="retries after UNAVAILABLE or DEADLINE_EXCEEDED")
     predict.add_argument("--batch-size", type=int, default=8, help="images per request")
     predict.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="JPEG, PNG or DICOM files (prepared as ingestion prepares them)")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -475,40 +476,56 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         print(json.dumps([{"image": path, "predicted_class": p.predicted_class,
-                           "probabilities": p.probabilities}
+                           "probabilities": p.probabilities,
+                           "chest_xray_score": p.chest_xray_score,
+                           "is_chest_xray": p.is_chest_xray}
                           for path, p in zip(args.images, predictions)], indent=2))
         return 0
     for path, prediction in zip(args.images, predictions):
-        scores = ", ".join(f"{name} {p:.3f}" for name, p in prediction.probabilities.items())
-        print(f"{path}: {prediction.predicted_class} ({scores})")
+        print(f"{path}: {client.describe(prediction)}")
     return 0
 
 
 def _add_serve_parser(commands) -> None:
+    from serving.server import Limits
+
     serve = commands.add_parser(
-        "serve", help="development stand-in for TF Serving: gRPC Predict and "
-                      "GetModelMetadata on loopback")
+        "serve", help="development stand-in for TF Serving on loopback: gRPC Predict, "
+                      "GetModelMetadata and GetModelStatus, and its REST API")
     serve.add_argument("--model-dir", required=True,
                        help="SERVING_DIR/<model_name>, the folder of numbered versions")
     serve.add_argument("--model-name", default=None, help="default: the folder's name")
-    serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (TF Serving: 8500)")
+    serve.add_argument("--rest-port", type=int, default=None,
+                       help="also answer TF Serving's REST API on this port (TF Serving: 8501)")
+    serve.add_argument("--max-batch-size", type=int, default=Limits.max_batch_size,
+                       help="most images one request may hold")
+    serve.add_argument("--max-request-mb", type=float,
+                       default=Limits.max_request_bytes / 2 ** 20,
+                       help="largest request (gRPC message or REST body) in MB")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from serving import server
 
     try:
-        grpc_server, service, port = server.start_server(args.model_dir, args.model_name,
-                                                         args.port)
-    except (server.ModelDirError, OSError) as error:
+        limits = server.Limits(max_batch_size=args.max_batch_size,
+                               max_request_bytes=int(args.max_request_mb * 2 ** 20))
+        running = server.start_server(args.model_dir, args.model_name, args.port,
+                                      rest_port=args.rest_port, limits=limits)
+    except (server.ModelDirError, OSError, ValueError) as error:
         raise UsageError(str(error))
-    print(f"Serving model {service.model_name!r} version {service.version} from "
-          f"{service.version_dir} on {server.LOOPBACK}:{port} (gRPC). A development stand-in "
-          "for TensorFlow Serving, not for production; Ctrl-C stops it.", flush=True)
+    servable = running.servable
+    rest = (f" and {server.LOOPBACK}:{running.rest_port} (REST)"
+            if running.rest_port is not None else "")
+    print(f"Serving model {servable.model_name!r} version {servable.version} from "
+          f"{servable.version_dir} on {server.LOOPBACK}:{running.grpc_port} (gRPC){rest}. A "
+          "development stand-in for TensorFlow Serving, not for production; Ctrl-C stops it.",
+          flush=True)
     try:
-        grpc_server.wait_for_termination()
+        running.wait()
     except KeyboardInterrupt:
-        grpc_server.stop(grace=1).wait()
+        running.stop(grace=1)
     return 0
 
 
@@ -548,7 +565,8 @@ def _export(args: argparse.Namespace) -> int:
 def _add_gradcam_parser(commands) -> None:
     gradcam = commands.add_parser(
         "gradcam", help="Grad-CAM heatmaps and faithfulness figures for image files")
-    gradcam.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG or PNG files")
+    gradcam.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="JPEG, PNG or DICOM files (prepared as ingestion prepares them)")
     gradcam.add_argument("--model", required=True, metavar="SERVING_MODEL_DIR",
                          help="a pushed version, SERVING_DIR/<model_name> (newest version) "
                               "or the Trainer's model artifact")

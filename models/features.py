@@ -53,6 +53,9 @@ TRANSFORM_SIGNATURE = "transform_features"
 PROBABILITIES_OUTPUT = "probabilities"
 CLASS_NAMES_OUTPUT = "class_names"
 PREDICTED_CLASS_OUTPUT = "predicted_class"
+# The out-of-distribution gate (models/ood.py): higher = more like the training films.
+CHEST_XRAY_SCORE_OUTPUT = "chest_xray_score"
+IS_CHEST_XRAY_OUTPUT = "is_chest_xray"
 SERVING_INPUT = "image_bytes"
 
 # The model card inside a pushed version directory (SERVING_DIR/<model_name>/<version>/):

@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import builders, calibration, features
+from models import builders, calibration, features, ood
 
 # The default recipe, chosen on cxr4's eval split (docs/results/cxr4/): fine-tuning the whole
 # backbone for 16 epochs told adult films apart where the top 30 layers for 10 epochs did not.
@@ -178,23 +178,34 @@ def steps_per_epoch(counts: np.ndarray, batch_size: int, step_cap: Optional[int]
     return min(steps, step_cap) if step_cap else steps
 
 
-def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput
+def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+                      gate: Optional[ood.GateFit] = None
                       ) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-    """serving_default (raw image bytes), serving_tf_example (TFMA) and transform_features."""
+    """serving_default (raw image bytes), serving_tf_example (TFMA) and transform_features;
+    with a fitted gate, the predictions also carry chest_xray_score and is_chest_xray."""
     model.tft_layer = tf_transform_output.transform_features_layer()
     class_names = tf.constant(features.CLASS_NAMES)
     raw_spec = tf_transform_output.raw_feature_spec()
     image_spec = {features.IMAGE_KEY: raw_spec[features.IMAGE_KEY]}
+    # The chest X-ray gate (models/ood.py): one forward pass gives the probabilities and the
+    # features the gate watches.
+    gate_model = ood.feature_model(model) if gate else None
+    gate_module = ood.GateModule(gate) if gate else None
 
     def predict(raw_features):
         images = model.tft_layer(raw_features)[features.IMAGE_XF_KEY]
-        probabilities = model(images, training=False)
+        if gate_module is None:
+            probabilities, gate_outputs = model(images, training=False), {}
+        else:
+            probabilities, *pooled = gate_model(images, training=False)
+            gate_outputs = gate_module(pooled)
         return {
             features.PROBABILITIES_OUTPUT: probabilities,
             features.CLASS_NAMES_OUTPUT: tf.tile(class_names[tf.newaxis],
                                                  [tf.shape(probabilities)[0], 1]),
             features.PREDICTED_CLASS_OUTPUT: tf.gather(class_names,
                                                        tf.argmax(probabilities, axis=-1)),
+            **gate_outputs,
         }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=features.SERVING_INPUT)])
@@ -269,9 +280,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     summary = {"config": config, "best_epoch": best.best_epoch + 1,
                "epochs_run": len(best.losses), "eval_loss_per_epoch": best.losses,
                **calibrate(model, validation)}
+    # The chest X-ray gate: the trained model's own features of the training split (one
+    # pass, no augmentation), its threshold from the eval split (models/ood.py).
+    gate = ood.fit_model(model, input_fn(fn_args.train_files, fn_args.data_accessor,
+                                         tf_transform_output, config["batch_size"],
+                                         training=False), validation)
+    summary["chest_xray_gate"] = gate.summary()
 
     # save_traces=False: layers are revived from their configs, which makes saving about 10x
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.
     model.save(fn_args.serving_model_dir, save_format="tf", save_traces=False,
-               signatures=export_signatures(model, tf_transform_output))
+               signatures=export_signatures(model, tf_transform_output, gate))
     write_training_summary(summary, fn_args.serving_model_dir)

@@ -28,9 +28,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(pushed_model_base):
-    grpc_server, service, port = server.start_server(pushed_model_base, port=0)
-    yield service, f"{server.LOOPBACK}:{port}"
-    grpc_server.stop(grace=None).wait()
+    running = server.start_server(pushed_model_base, port=0)
+    yield running.servable, f"{server.LOOPBACK}:{running.grpc_port}"
+    running.stop()
 
 
 def test_model_name_defaults_to_the_folder_name_and_newest_version_is_served(
@@ -68,7 +68,10 @@ def test_metadata_describes_serving_default(served):
     assert signature.inputs[features.SERVING_INPUT].dtype == tf.string.as_datatype_enum
     assert [d.size for d in signature.inputs[features.SERVING_INPUT].tensor_shape.dim] == [-1]
     assert set(signature.outputs) == {features.PROBABILITIES_OUTPUT, features.CLASS_NAMES_OUTPUT,
-                                      features.PREDICTED_CLASS_OUTPUT}
+                                      features.PREDICTED_CLASS_OUTPUT,
+                                      features.CHEST_XRAY_SCORE_OUTPUT,
+                                      features.IS_CHEST_XRAY_OUTPUT}
+    assert signature.outputs[features.IS_CHEST_XRAY_OUTPUT].dtype == tf.bool.as_datatype_enum
 
 
 def test_wrong_model_name_or_version_is_not_found(served):
@@ -87,24 +90,91 @@ def test_wrong_model_name_or_version_is_not_found(served):
             grpc_client.signature()
 
 
-def test_garbage_image_is_invalid_argument_and_the_server_keeps_serving(served):
-    _, target = served
-    with client.PredictionClient(target, MODEL_NAME) as grpc_client:
-        with pytest.raises(client.ServingError) as error:
-            grpc_client.predict([b"this is not an image"])
-        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "Unknown image file format" in str(error.value)
-        assert len(grpc_client.predict_files(_sample_paths(1))) == 1
-
-
-def test_undecodable_file_is_named(served, tmp_path):
+def test_garbage_is_refused_by_the_image_path_before_anything_is_sent(served, tmp_path):
     _, target = served
     notes = tmp_path / "notes.jpg"
     notes.write_text("not a picture")
+    with client.PredictionClient(f"{server.LOOPBACK}:{_free_port()}", MODEL_NAME,
+                                 retries=0) as dead:  # nothing listens: nothing may be sent
+        with pytest.raises(client.ServingError) as error:
+            dead.predict([b"this is not an image"])
+        assert str(error.value) == ("cannot classify image 1: not an image: content is text, "
+                                    "not a JPEG, PNG or DICOM image")
+        assert error.value.kind == "usage"
     with client.PredictionClient(target, MODEL_NAME, batch_size=1) as grpc_client:
-        with pytest.raises(client.ServingError, match=f"cannot classify {notes}: .*"
-                                                      "INVALID_ARGUMENT"):
+        with pytest.raises(client.ServingError, match=f"^cannot classify {notes}: not an image"):
             grpc_client.predict_files(_sample_paths(1) + [str(notes)])
+        assert len(grpc_client.predict_files(_sample_paths(1))) == 1
+
+
+def _raw_predict(target: str, images, timeout: float = 30.0):
+    """A raw TF Serving client: the bytes as they are, no image path."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL_NAME
+    request.inputs[features.SERVING_INPUT].CopyFrom(
+        tf.make_tensor_proto(images, dtype=tf.string, shape=[len(images)]))
+    with grpc.insecure_channel(target, options=[("grpc.max_send_message_length", -1)]) as ch:
+        return prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(request,
+                                                                             timeout=timeout)
+
+
+def test_server_names_each_input_the_model_rejects(served):
+    _, target = served
+    good = client.read_images(_sample_paths(2))
+    truncated = good[0][:len(good[0]) // 3]
+    with pytest.raises(grpc.RpcError) as error:
+        _raw_predict(target, [good[0], b"not an image", good[1], truncated])
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error.value.details()
+    assert details.startswith("image_bytes[1]: Unknown image file format.")
+    assert "; image_bytes[3]: " in details and "image_bytes[0]" not in details
+    assert "image_bytes[2]" not in details and "\n" not in details
+    assert len(_raw_predict(target, good).outputs[features.PROBABILITIES_OUTPUT]
+               .tensor_shape.dim) == 2  # still serving
+
+
+def test_client_names_the_files_the_server_rejected():
+    def send(batch):
+        raise client.ServingError("request rejected by host (INVALID_ARGUMENT: image_bytes[1]: "
+                                  "Unknown image file format.)", kind="usage",
+                                  code=grpc.StatusCode.INVALID_ARGUMENT)
+
+    images = client.read_images(_sample_paths(3))
+    with pytest.raises(client.ServingError, match=r"^cannot classify b\.jpg: request rejected"):
+        client.predict_in_batches(images, ["a.jpg", "b.jpg", "c.jpg"], 8, send)
+
+
+def test_batch_and_request_size_limits_are_clear_errors(pushed_model_base):
+    running = server.start_server(pushed_model_base, port=0, limits=server.Limits(
+        max_batch_size=2, max_request_bytes=200_000))
+    target = f"{server.LOOPBACK}:{running.grpc_port}"
+    try:
+        images = client.read_images(_sample_paths(3))
+        with pytest.raises(grpc.RpcError) as error:
+            _raw_predict(target, images)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == (
+            "the request holds 3 inputs, over this server's limit of 2 per request (cxr serve "
+            "--max-batch-size); send fewer per request")
+        with client.PredictionClient(target, MODEL_NAME, batch_size=2) as grpc_client:
+            assert len(grpc_client.predict(images)) == 3  # two requests
+            with pytest.raises(client.ServingError) as too_big:
+                grpc_client.predict([images[0] + b"\0" * 250_000])
+        assert too_big.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "send fewer images per request (--batch-size)" in str(too_big.value)
+    finally:
+        running.stop()
+
+
+def test_model_status_reports_the_loaded_version(served):
+    service, target = served
+    with client.PredictionClient(target, MODEL_NAME) as grpc_client:
+        assert grpc_client.status() == {service.version: "AVAILABLE"}
+    with client.PredictionClient(target, MODEL_NAME, version=service.version + 1) as other:
+        with pytest.raises(client.ServingError, match="Could not find version"):
+            other.status()
 
 
 def test_missing_file_fails_before_any_request(tmp_path):
@@ -149,3 +219,42 @@ def test_newest_version_is_the_highest_number(tmp_path):
         server.newest_version(str(tmp_path / "10"))
     with pytest.raises(server.ModelDirError, match="no numbered SavedModel versions"):
         server.newest_version(str(tmp_path / "11"))
+
+
+def test_each_version_is_warmed_up_before_serving(served, tmp_path):
+    """TF Serving's warm-up file is replayed (the Pusher writes one into every version);
+    without one, serving_default gets one image; a damaged one refuses the version."""
+    import shutil
+
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    from components.serving_pusher import warmup
+
+    service, _ = served
+    assert service.warm_up_requests == len(warmup.BATCH_SIZES)
+    copy = tmp_path / MODEL_NAME / "1"
+    shutil.copytree(service.version_dir, copy)
+    os.remove(copy / warmup.WARMUP_PATH)
+    assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 1
+    with tf.io.TFRecordWriter(str(copy / warmup.WARMUP_PATH)) as writer:
+        for batch in ([1], [1, 2], [1, 2, 3]):
+            request = predict_pb2.PredictRequest()
+            request.inputs[features.SERVING_INPUT].CopyFrom(tf.make_tensor_proto(
+                client.read_images(_sample_paths(len(batch))), dtype=tf.string))
+            writer.write(prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString())
+    assert server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME).warm_up_requests == 3
+    (copy / warmup.WARMUP_PATH).write_bytes(b"not a TFRecord file")
+    with pytest.raises(server.ModelDirError, match="cannot read the warm-up file"):
+        server.Servable(str(tmp_path / MODEL_NAME), MODEL_NAME)
+
+
+def test_describe_leads_with_the_gate_verdict():
+    probabilities = {"COVID-19": 0.5071, "Pneumonia": 0.2301, "Normal": 0.2628}
+    assert client.describe(client.Prediction("COVID-19", probabilities)) == \
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263)"
+    assert client.describe(client.Prediction("COVID-19", probabilities, 0.4123, True)) == \
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263); chest X-ray score 0.412"
+    assert client.describe(client.Prediction("COVID-19", probabilities, 0.0, False)) == (
+        "not a frontal chest X-ray (chest X-ray score 0.000); as a chest X-ray it would be "
+        "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263)")

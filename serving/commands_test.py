@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR
 from cxr import cli
 from models import features
-from serving import export
+from serving import client, export
 
 MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
 STARTUP_SECONDS = 180
@@ -35,23 +35,24 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def serve_process(pushed_model_base):
     """`cxr serve` in its own process, as a developer starts it."""
-    port = _free_port()
+    port, rest_port = _free_port(), _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", pushed_model_base,
-         "--port", str(port)], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True)
+         "--port", str(port), "--rest-port", str(rest_port)], cwd=REPO_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     # The banner is printed once the model is loaded and the port is bound.
     ready, _, _ = select.select([process.stdout], [], [], STARTUP_SECONDS)
     banner = process.stdout.readline() if ready else "no banner"
     assert banner.startswith(f"Serving model '{MODEL_NAME}' version "), banner
-    yield process, f"127.0.0.1:{port}", banner
+    assert f"127.0.0.1:{rest_port} (REST)" in banner, banner
+    yield process, f"127.0.0.1:{port}", banner, f"http://127.0.0.1:{rest_port}"
     if process.poll() is None:
         process.kill()
         process.wait()
 
 
 def test_serve_then_predict_prints_class_and_probabilities(serve_process, capsys):
-    _, target, banner = serve_process
+    _, target, banner, rest_url = serve_process
     assert "development stand-in" in banner
     images = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[:3]
     assert cli.main(["predict", "--server", target, "--model-name", MODEL_NAME, "--json",
@@ -67,13 +68,23 @@ def test_serve_then_predict_prints_class_and_probabilities(serve_process, capsys
                      "--batch-size", "2", *images]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     first = results[0]
-    scores = ", ".join(f"{n} {p:.3f}" for n, p in first["probabilities"].items())
-    assert lines[0] == f"{images[0]}: {first['predicted_class']} ({scores})"
+    assert isinstance(first["chest_xray_score"], float)
+    assert isinstance(first["is_chest_xray"], bool)
+    assert lines[0] == f"{images[0]}: " + client.describe(client.Prediction(
+        first["predicted_class"], first["probabilities"], first["chest_xray_score"],
+        first["is_chest_xray"]))
     assert len(lines) == 3
+    # The same over TF Serving's REST API, from the same process.
+    assert cli.main(["predict", "--rest", rest_url, "--model-name", MODEL_NAME, "--json",
+                     *images]) == 0
+    over_rest = json.loads(capsys.readouterr().out)
+    assert [r["predicted_class"] for r in over_rest] == [r["predicted_class"] for r in results]
+    for a, b in zip(over_rest, results):
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
 
 
 def test_predict_errors_are_one_line(serve_process, tmp_path, capsys):
-    _, target, _ = serve_process
+    _, target, _, _ = serve_process
     image = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
     assert cli.main(["predict", "--server", target, "--model-name", "other", image]) == 2
     assert "NOT_FOUND: Servable not found for request: Latest(other)" in _error_line(capsys)
@@ -81,9 +92,8 @@ def test_predict_errors_are_one_line(serve_process, tmp_path, capsys):
     garbage.write_bytes(b"\x00" * 64)
     assert cli.main(["predict", "--server", target, "--model-name", MODEL_NAME,
                      str(garbage)]) == 2
-    line = _error_line(capsys)
-    assert line.startswith(f"cxr: error: cannot classify {garbage}: ")
-    assert "INVALID_ARGUMENT" in line
+    assert _error_line(capsys) == (f"cxr: error: cannot classify {garbage}: not an image: "
+                                   "content is text, not a JPEG, PNG or DICOM image")
     assert cli.main(["predict", "--server", target, "--model-name", MODEL_NAME,
                      str(tmp_path / "gone.jpg")]) == 2
     assert _error_line(capsys) == f"cxr: error: image file not found: {tmp_path / 'gone.jpg'}"
@@ -95,7 +105,7 @@ def test_predict_errors_are_one_line(serve_process, tmp_path, capsys):
 
 
 def test_serve_stops_cleanly_on_ctrl_c(serve_process):
-    process, _, _ = serve_process
+    process, _, _, _ = serve_process
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
 

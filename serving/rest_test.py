@@ -58,15 +58,145 @@ def test_row_format_response_is_parsed_per_image():
     assert second.probabilities["Normal"] == pytest.approx(0.6)
 
 
-def test_unreachable_rest_server_fails_after_retries(tmp_path):
+def test_unreachable_rest_server_fails_after_retries():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    image = tmp_path / "image.jpg"
-    image.write_bytes(b"\xff\xd8\xff\xe0")
+    image = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[0]
     rest_client = rest.RestClient(f"http://127.0.0.1:{port}", "cxr_classifier", retries=1,
                                   backoff_seconds=0.01)
     with pytest.raises(client.ServingError, match=r"cannot reach http://127\.0\.0\.1:\d+/v1/"
                                                   r"models/cxr_classifier:predict after 2 "
                                                   r"attempt\(s\): .*refused"):
-        rest_client.predict_files([str(image)])
+        rest_client.predict_files([image])
+
+
+# TF Serving's REST API as `cxr serve --rest-port` answers it, on loopback.
+
+MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
+
+
+@pytest.fixture(scope="module")
+def rest_served(pushed_model_base):
+    from serving import server
+
+    running = server.start_server(pushed_model_base, port=0, rest_port=0,
+                                  limits=server.Limits(max_batch_size=8,
+                                                       max_request_bytes=2 ** 20))
+    yield running, f"http://{server.LOOPBACK}:{running.rest_port}"
+    running.stop()
+
+
+def _http(method: str, url: str, body=None, raw: bytes = None):
+    """(HTTP status, parsed JSON body), whatever the status."""
+    import urllib.error
+    import urllib.request
+
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _sample_images(count: int):
+    return client.read_images(sorted(glob.glob(os.path.join(SAMPLE_DIR, "images",
+                                                            "*.jpg")))[:count])
+
+
+def test_rest_predict_matches_grpc_and_the_savedmodel(rest_served):
+    running, base = rest_served
+    images = _sample_images(3)
+    status, body = _http("POST", rest.predict_url(base, MODEL_NAME), rest.encode_request(images))
+    assert status == 200 and len(body["predictions"]) == 3
+    assert set(body["predictions"][0]) >= {"probabilities", "class_names", "predicted_class"}
+    expected = tf.saved_model.load(running.servable.version_dir).signatures[
+        features.SERVING_SIGNATURE](**{features.SERVING_INPUT: tf.constant(images)})
+    np.testing.assert_allclose([row["probabilities"] for row in body["predictions"]],
+                               expected[features.PROBABILITIES_OUTPUT].numpy(), atol=1e-6)
+    # The columnar format answers with "outputs", as TF Serving does.
+    status, columnar = _http("POST", rest.predict_url(base, MODEL_NAME, running.servable.version),
+                             {"inputs": {features.SERVING_INPUT: [
+                                 {"b64": base64.b64encode(image).decode()} for image in images]}})
+    assert status == 200
+    np.testing.assert_allclose(columnar["outputs"]["probabilities"],
+                               [row["probabilities"] for row in body["predictions"]], atol=1e-6)
+    assert columnar["outputs"]["predicted_class"] == [row["predicted_class"]
+                                                      for row in body["predictions"]]
+
+
+def test_rest_model_status_and_metadata_have_tf_servings_bodies(rest_served):
+    running, base = rest_served
+    version = running.servable.version
+    assert _http("GET", rest.model_url(base, MODEL_NAME)) == (200, {"model_version_status": [
+        {"version": str(version), "state": "AVAILABLE",
+         "status": {"error_code": "OK", "error_message": ""}}]})
+    status, metadata = _http("GET", rest.model_url(base, MODEL_NAME) + "/metadata")
+    assert status == 200
+    assert metadata["model_spec"] == {"name": MODEL_NAME, "signature_name": "",
+                                      "version": str(version)}
+    serving_default = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert serving_default["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert serving_default["method_name"] == "tensorflow/serving/predict"
+
+
+@pytest.mark.parametrize("method, path, body, status, error", [
+    ("POST", "/v1/models/other:predict", {"instances": []}, 404,
+     "Servable not found for request: Latest(other)"),
+    ("GET", "/v1/models/other", None, 404, "Could not find any versions of model other"),
+    ("GET", f"/v1/models/{MODEL_NAME}/versions/999999", None, 404,
+     f"Could not find version 999999 of model {MODEL_NAME}"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "nope", "instances": [1]},
+     400, 'Serving signature name: "nope" not found in signature def'),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "serving_default"}, 400,
+     "Missing 'inputs' or 'instances' key"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": []}, 400,
+     "No values in 'instances' array"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [{"b64": "%%%"}]}, 400,
+     "Unable to base64 decode"),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [{"b64": "bm90IGFuIGltYWdl"}]},
+     400, "image_bytes[0]: Unknown image file format. One of JPEG, PNG, GIF, BMP required."),
+    ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [{"b64": ""}] * 9}, 400,
+     "the request holds 9 inputs, over this server's limit of 8 per request (cxr serve "
+     "--max-batch-size); send fewer per request"),
+    ("POST", "/v1/models", {}, 400, "Malformed request: POST /v1/models"),
+])
+def test_rest_errors_carry_tf_servings_status_and_text(rest_served, method, path, body, status,
+                                                       error):
+    _, base = rest_served
+    assert _http(method, base + path, body) == (status, {"error": error})
+
+
+def test_rest_bad_json_and_oversized_bodies_are_one_line_errors(rest_served):
+    _, base = rest_served
+    url = rest.predict_url(base, MODEL_NAME)
+    status, body = _http("POST", url, raw=b"{not json")
+    assert status == 400 and body["error"].startswith("JSON Parse error: ")
+    status, body = _http("POST", url, raw=b" " * (2 ** 20 + 1))
+    assert status == 413
+    assert body["error"] == (f"request body of {2 ** 20 + 1} bytes is over this server's "
+                             f"limit of {2 ** 20} bytes (cxr serve --max-request-mb); send "
+                             "fewer images per request")
+    assert _http("GET", base + "/healthz")[0] == 404
+
+
+def test_rest_client_against_the_server(rest_served, tmp_path):
+    running, base = rest_served
+    paths = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[:3]
+    rest_client = rest.RestClient(base, MODEL_NAME, batch_size=2)
+    assert rest_client.status() == {running.servable.version: "AVAILABLE"}
+    assert set(rest_client.signature().inputs) == {features.SERVING_INPUT}
+    predictions = rest_client.predict_files(paths)
+    with client.PredictionClient(f"127.0.0.1:{running.grpc_port}", MODEL_NAME) as grpc_client:
+        over_grpc = grpc_client.predict_files(paths)
+    assert [p.predicted_class for p in predictions] == [p.predicted_class for p in over_grpc]
+    for a, b in zip(predictions, over_grpc):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    with pytest.raises(client.ServingError, match=r"answered HTTP 404: Servable not found"):
+        rest.RestClient(base, "other").predict_files(paths[:1])
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(client.ServingError, match=f"^cannot classify {notes}: not an image"):
+        rest_client.predict_files([str(notes)])

@@ -1,20 +1,31 @@
-"""A development stand-in for TensorFlow Serving's gRPC PredictionService.
+"""A development stand-in for TensorFlow Serving: its gRPC and REST APIs on loopback.
 
 It serves the newest version under a model base path (the Pusher's layout, what TF Serving's
-MODEL_BASE_PATH points at) through the same protobufs, signature names and tensor names, so
-a client written against it works unchanged against the real server. Only Predict and
-GetModelMetadata are implemented; it is for development and tests, not for production.
+MODEL_BASE_PATH points at) through the same protobufs, JSON bodies, signature names, tensor
+names and error texts, so a client written against it works unchanged against the real
+server. gRPC: PredictionService.Predict and GetModelMetadata, ModelService.GetModelStatus.
+REST (serving/rest_server.py): predict, model status and model metadata. It is for
+development and tests, not for production.
+
+Two things TF Serving does not do: a request may hold at most `Limits.max_batch_size` inputs
+and `Limits.max_request_bytes` bytes (clear INVALID_ARGUMENT / RESOURCE_EXHAUSTED errors
+instead of unbounded memory), and when the model rejects a batch the answer names the inputs
+it rejected (`image_bytes[3]: ...`), found by running them one at a time.
 """
+import dataclasses
 import os
 from concurrent import futures
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, predict_pb2,
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from components.serving_pusher import warmup
 from models import features
 
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -24,6 +35,26 @@ _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 class ModelDirError(ValueError):
     """The model base path holds no servable version."""
+
+
+class RequestError(Exception):
+    """A request the server refuses: a gRPC status code and TF Serving's message for it."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may hold; a bigger request gets a clear error, not unbounded memory."""
+    max_batch_size: int = 64           # inputs (images) per request
+    max_request_bytes: int = 64 * 2 ** 20  # the gRPC message or the REST body
+
+    def __post_init__(self):
+        if self.max_batch_size < 1 or self.max_request_bytes < 1:
+            raise ValueError("the batch and request size limits must be positive")
 
 
 def newest_version(model_base_path: str) -> Tuple[int, str]:
@@ -49,13 +80,13 @@ def _signature_defs(version_dir: str) -> Dict[str, "tf.compat.v1.SignatureDef"]:
     return dict(saved_model.meta_graphs[0].signature_def)
 
 
-def _servable_request_text(model_spec) -> str:
+def servable_request_text(name: str, version: Optional[int], label: str) -> str:
     """How TF Serving names a servable request in its NOT_FOUND messages."""
-    if model_spec.HasField("version"):
-        return f"Specific({model_spec.name}, {model_spec.version.value})"
-    if model_spec.version_label:
-        return f"Label({model_spec.name}, {model_spec.version_label})"
-    return f"Latest({model_spec.name})"
+    if version is not None:
+        return f"Specific({name}, {version})"
+    if label:
+        return f"Label({name}, {label})"
+    return f"Latest({name})"
 
 
 def _op_error_cause(message: str) -> str:
@@ -68,92 +99,271 @@ def _op_error_cause(message: str) -> str:
     return "the model failed on this input"
 
 
-class LocalPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict and GetModelMetadata over one loaded SavedModel version."""
+class Servable:
+    """One loaded SavedModel version, shared by the gRPC and REST front ends."""
 
-    def __init__(self, model_base_path: str, model_name: str):
+    def __init__(self, model_base_path: str, model_name: str, limits: Limits = Limits()):
         self.model_name = model_name
+        self.limits = limits
         self.version, self.version_dir = newest_version(model_base_path)
         self._model = tf.saved_model.load(self.version_dir)
-        self._signature_defs = _signature_defs(self.version_dir)
+        self.signature_defs = _signature_defs(self.version_dir)
+        self.warm_up_requests = self._warm_up()
 
-    def _check_model_spec(self, model_spec, context: grpc.ServicerContext) -> None:
-        known = (model_spec.name == self.model_name and not model_spec.version_label
-                 and (not model_spec.HasField("version")
-                      or model_spec.version.value == self.version))
-        if not known:
-            context.abort(grpc.StatusCode.NOT_FOUND, "Servable not found for request: "
-                          + _servable_request_text(model_spec))
+    def _warm_up(self) -> int:
+        """Run requests before serving, as TF Serving does: a signature's first call is slow
+        (about 20 s for 16 concurrent first requests on 2 cores, against 0.2 s after). The
+        version's own warm-up file (TF Serving's assets.extra/tf_serving_warmup_requests)
+        is replayed when present (a damaged one is a ModelDirError: TF Serving refuses such a
+        version); otherwise serving_default gets one synthetic gray PNG."""
+        path = os.path.join(self.version_dir, warmup.WARMUP_PATH)
+        requests = []
+        if os.path.isfile(path):
+            try:
+                logs = warmup.read(path)
+            except warmup.WarmupError as error:
+                raise ModelDirError(str(error)) from None
+            for log in logs:
+                if log.HasField("predict_log"):
+                    request = log.predict_log.request
+                    requests.append((request.model_spec.signature_name
+                                     or features.SERVING_SIGNATURE,
+                                     {name: tf.make_ndarray(tensor)
+                                      for name, tensor in request.inputs.items()}))
+        elif features.SERVING_SIGNATURE in self._model.signatures and set(
+                self.input_specs(features.SERVING_SIGNATURE)) == {features.SERVING_INPUT}:
+            requests.append((features.SERVING_SIGNATURE,
+                             {features.SERVING_INPUT: np.array([warmup.sample_png()], dtype=object)}))
+        for index, (signature_name, inputs) in enumerate(requests):
+            try:  # the request limits are for clients: the Pusher's warm-up batch is 8
+                self.predict(signature_name, inputs, enforce_limits=False)
+            except RequestError as error:
+                raise ModelDirError(f"{self.version_dir} fails warm-up request {index}: "
+                                    f"{error.message}") from None
+        return len(requests)
 
-    def _fill_model_spec(self, model_spec, signature_name: str) -> None:
+    def check_model_spec(self, name: str, version: Optional[int], label: str = "") -> None:
+        """RequestError(NOT_FOUND) unless the request names this model and version."""
+        if name != self.model_name or label or version not in (None, self.version):
+            raise RequestError(grpc.StatusCode.NOT_FOUND, "Servable not found for request: "
+                               + servable_request_text(name, version, label))
+
+    def input_specs(self, signature_name: str) -> Dict[str, tf.TensorSpec]:
+        if signature_name not in self._model.signatures:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f'Serving signature key "{signature_name}" not found.')
+        return self._model.signatures[signature_name].structured_input_signature[1]
+
+    def predict(self, signature_name: str, inputs: Dict[str, np.ndarray],
+                output_filter: Sequence[str] = (), enforce_limits: bool = True
+                ) -> Dict[str, np.ndarray]:
+        """The signature's outputs for these inputs; RequestError for anything refused."""
+        specs = self.input_specs(signature_name)
+        if set(inputs) != set(specs):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"inputs {sorted(inputs)} do not match signature "
+                               f"{signature_name!r}, which takes {sorted(specs)}")
+        try:
+            tensors = {name: tf.constant(inputs[name], spec.dtype) for name, spec in specs.items()}
+        except (TypeError, ValueError) as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               str(error).splitlines()[0]) from None
+        batch = max((int(t.shape[0]) for t in tensors.values() if t.shape.rank), default=1)
+        if enforce_limits and batch > self.limits.max_batch_size:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request holds {batch} inputs, over this server's limit of "
+                f"{self.limits.max_batch_size} per request (cxr serve --max-batch-size); send "
+                "fewer per request")
+        function = self._model.signatures[signature_name]
+        try:
+            outputs = function(**tensors)
+        except tf.errors.InvalidArgumentError as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               self._name_rejected_inputs(function, tensors, batch, error)
+                               ) from None
+        except tf.errors.OpError as error:
+            raise RequestError(_STATUS_BY_NUMBER[error.error_code],
+                               _op_error_cause(error.message)) from None
+        unknown = set(output_filter) - set(outputs)
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {sorted(unknown)}")
+        return {name: outputs[name].numpy() for name in (output_filter or outputs)}
+
+    @staticmethod
+    def _name_rejected_inputs(function, tensors: Dict[str, tf.Tensor], batch: int,
+                              error: tf.errors.OpError) -> str:
+        """'image_bytes[3]: <cause>; ...' for each input the model rejects on its own."""
+        if not all(t.shape.rank for t in tensors.values()):
+            return _op_error_cause(error.message)
+        if batch == 1:
+            rejected = [(0, _op_error_cause(error.message))]
+        else:
+            rejected = []
+            for index in range(batch):
+                try:
+                    function(**{name: t[index:index + 1] for name, t in tensors.items()})
+                except tf.errors.InvalidArgumentError as single:
+                    rejected.append((index, _op_error_cause(single.message)))
+        if not rejected:  # only the combination failed
+            return _op_error_cause(error.message)
+        names = "/".join(sorted(tensors))
+        return "; ".join(f"{names}[{index}]: {cause}" for index, cause in rejected)
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in self.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature_def)
+        return signature_map
+
+    def metadata(self, name: str, version: Optional[int], label: str = ""
+                 ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        self.check_model_spec(name, version, label)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        self.fill_model_spec(response.model_spec, "")
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(self.signature_def_map())
+        return response
+
+    def status(self, name: str, version: Optional[int], label: str = ""
+               ) -> get_model_status_pb2.GetModelStatusResponse:
+        """The one loaded version AVAILABLE, with TF Serving's NOT_FOUND texts otherwise."""
+        if name != self.model_name or label:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find any versions of model {name}")
+        if version not in (None, self.version):
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find version {version} of model {name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        status = response.model_version_status.add()
+        status.version = self.version
+        status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        status.status.SetInParent()  # error_code OK, error_message ""
+        return response
+
+    def fill_model_spec(self, model_spec, signature_name: str) -> None:
         model_spec.name = self.model_name
         model_spec.version.value = self.version
         model_spec.signature_name = signature_name
 
+
+def _spec_version(model_spec) -> Optional[int]:
+    return model_spec.version.value if model_spec.HasField("version") else None
+
+
+class LocalPredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """gRPC Predict and GetModelMetadata over one Servable."""
+
+    def __init__(self, servable: Servable):
+        self.servable = servable
+
     def Predict(self, request: predict_pb2.PredictRequest,  # noqa: N802  (gRPC method name)
                 context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
-        self._check_model_spec(request.model_spec, context)
-        signature_name = request.model_spec.signature_name or features.SERVING_SIGNATURE
-        if signature_name not in self._model.signatures:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f'Serving signature key "{signature_name}" not found.')
-        function = self._model.signatures[signature_name]
-        input_specs = function.structured_input_signature[1]
-        if set(request.inputs) != set(input_specs):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"inputs {sorted(request.inputs)} do not match signature "
-                          f"{signature_name!r}, which takes {sorted(input_specs)}")
+        spec = request.model_spec
+        signature_name = spec.signature_name or features.SERVING_SIGNATURE
         try:
-            inputs = {name: tf.constant(tf.make_ndarray(request.inputs[name]), spec.dtype)
-                      for name, spec in input_specs.items()}
-            outputs = function(**inputs)
-        except tf.errors.OpError as error:
-            context.abort(_STATUS_BY_NUMBER[error.error_code], _op_error_cause(error.message))
-        except (TypeError, ValueError) as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error).splitlines()[0])
-        unknown = set(request.output_filter) - set(outputs)
-        if unknown:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"output tensor alias not found in signature: {sorted(unknown)}")
+            self.servable.check_model_spec(spec.name, _spec_version(spec), spec.version_label)
+            self.servable.input_specs(signature_name)
+            inputs = {name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()}
+            outputs = self.servable.predict(signature_name, inputs, list(request.output_filter))
+        except RequestError as error:
+            context.abort(error.code, error.message)
         response = predict_pb2.PredictResponse()
-        self._fill_model_spec(response.model_spec, signature_name)
-        for name in request.output_filter or outputs:
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name].numpy()))
+        self.servable.fill_model_spec(response.model_spec, signature_name)
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
         return response
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest,  # noqa: N802
                          context: grpc.ServicerContext
                          ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        self._check_model_spec(request.model_spec, context)
-        if list(request.metadata_field) != [SIGNATURE_DEF_FIELD]:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"metadata_field must be [{SIGNATURE_DEF_FIELD!r}], "
-                          f"got {list(request.metadata_field)}")
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, signature_def in self._signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(signature_def)
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        self._fill_model_spec(response.model_spec, "")
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
-        return response
+        spec = request.model_spec
+        try:
+            self.servable.check_model_spec(spec.name, _spec_version(spec), spec.version_label)
+            if list(request.metadata_field) != [SIGNATURE_DEF_FIELD]:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"metadata_field must be [{SIGNATURE_DEF_FIELD!r}], "
+                                   f"got {list(request.metadata_field)}")
+            return self.servable.metadata(spec.name, _spec_version(spec), spec.version_label)
+        except RequestError as error:
+            context.abort(error.code, error.message)
 
 
-def start_server(model_base_path: str, model_name: Optional[str] = None, port: int = 8500,
-                 max_workers: int = 4) -> Tuple[grpc.Server, LocalPredictionService, int]:
-    """Load the newest version and serve it on loopback; port 0 picks a free port.
+class LocalModelService(model_service_pb2_grpc.ModelServiceServicer):
+    """gRPC GetModelStatus over one Servable (HandleReloadConfigRequest is not offered)."""
 
-    The model name defaults to the folder's name, as with TF Serving's model_base_path.
-    Returns the started server, its service and the bound port.
-    """
-    model_name = model_name or os.path.basename(os.path.normpath(model_base_path))
-    service = LocalPredictionService(model_base_path, model_name)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
+    def __init__(self, servable: Servable):
+        self.servable = servable
+
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest,  # noqa: N802
+                       context: grpc.ServicerContext
+                       ) -> get_model_status_pb2.GetModelStatusResponse:
+        spec = request.model_spec
+        try:
+            return self.servable.status(spec.name, _spec_version(spec), spec.version_label)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+
+
+@dataclasses.dataclass
+class RunningServer:
+    """What start_server started: stop() ends both front ends."""
+    servable: Servable
+    grpc_server: grpc.Server
+    grpc_port: int
+    rest_server: Optional[object] = None  # serving.rest_server.RestServer
+    rest_port: Optional[int] = None
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        if self.rest_server is not None:
+            self.rest_server.stop()
+        self.grpc_server.stop(grace).wait()
+
+    def wait(self) -> None:
+        self.grpc_server.wait_for_termination()
+
+
+def _bind_grpc(servable: Servable, port: int, max_workers: int) -> Tuple[grpc.Server, int]:
+    options = [("grpc.max_receive_message_length", servable.limits.max_request_bytes),
+               ("grpc.max_send_message_length", -1)]
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                              options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        LocalPredictionService(servable), grpc_server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(LocalModelService(servable),
+                                                             grpc_server)
     try:
-        bound_port = server.add_insecure_port(f"{LOOPBACK}:{port}")
+        bound_port = grpc_server.add_insecure_port(f"{LOOPBACK}:{port}")
     except RuntimeError as error:
         raise OSError(f"cannot listen on {LOOPBACK}:{port}: {error}") from None
     if bound_port == 0:
         raise OSError(f"cannot listen on {LOOPBACK}:{port} (is the port in use?)")
-    server.start()
-    return server, service, bound_port
+    return grpc_server, bound_port
+
+
+def start_server(model_base_path: str, model_name: Optional[str] = None, port: int = 8500,
+                 rest_port: Optional[int] = None, limits: Limits = Limits(),
+                 max_workers: int = 16) -> RunningServer:
+    """Load the newest version and serve it on loopback: gRPC on `port`, and TF Serving's REST
+    API on `rest_port` when given. Port 0 picks a free port (see the returned ports).
+
+    The model name defaults to the folder's name, as with TF Serving's model_base_path.
+    """
+    from serving import rest_server
+
+    model_name = model_name or os.path.basename(os.path.normpath(model_base_path))
+    servable = Servable(model_base_path, model_name, limits)
+    grpc_server, bound_port = _bind_grpc(servable, port, max_workers)
+    running = RunningServer(servable, grpc_server, bound_port)
+    if rest_port is not None:
+        try:
+            running.rest_server = rest_server.RestServer(servable, LOOPBACK, rest_port)
+        except OSError:
+            grpc_server.stop(None)
+            raise
+        running.rest_port = running.rest_server.port
+    grpc_server.start()
+    if running.rest_server is not None:
+        running.rest_server.start()
+    return running
+

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.grad_cam import faithfulness, gradcam, render
+from imaging import prepare
 from models import features
 from models.preprocessing import decode_image
 
@@ -198,21 +199,21 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
 
 def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
                   options: Options = Options(), progress: bool = False) -> Dict[str, Any]:
-    """`cxr gradcam`: explain image files without labels; ValueError/FileNotFoundError for
-    anything the user has to fix (a missing file, a non-image, no model)."""
+    """`cxr gradcam`: explain image files without labels, each prepared as ingestion prepares
+    it (imaging.prepare); ValueError/FileNotFoundError for anything the user has to fix (a
+    missing file, a non-image, no model)."""
     missing = [path for path in paths if not os.path.isfile(path)]
     if missing:
         raise FileNotFoundError(f"image not found: {missing[0]}")
-    model = load_model(model_dir)
     cases = []
     for path in paths:
         with open(path, "rb") as f:
-            case = Case(os.path.basename(path), f.read())
-        try:
-            decode(case.image_bytes, int(model.input_shape[1]))
-        except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
-        cases.append(case)
+            data = f.read()
+        try:  # the one image path: exactly what ingestion would have stored
+            cases.append(Case(os.path.basename(path), prepare.prepare_image(data).encoded))
+        except prepare.Rejected as rejection:
+            raise ValueError(f"{path}: {rejection}") from None
+    model = load_model(model_dir)
     return explain(model, cases, out_dir, options,
                    {"model": find_saved_model(model_dir), "images": ", ".join(paths)}, progress)
 

@@ -47,7 +47,8 @@ def test_gradcam_user_errors_are_one_line(tmp_path, capsys, serving_base):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not an image")
     assert cli.main(["gradcam", str(not_image), "--model", serving_base, "--out", out]) == 2
-    assert _error_line(capsys) == f"cxr: error: {not_image}: not a JPEG or PNG image"
+    assert _error_line(capsys) == (f"cxr: error: {not_image}: not an image: content is text, "
+                                   "not a JPEG, PNG or DICOM image")
     assert cli.main(["gradcam", IMAGES[0], "--model", str(tmp_path), "--out", out]) == 2
     assert _error_line(capsys).startswith(f"cxr: error: no SavedModel in {tmp_path}")
     assert cli.main(["gradcam", IMAGES[0], "--model", serving_base, "--out", out,

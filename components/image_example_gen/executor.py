@@ -1,6 +1,6 @@
 """Turns a folder of chest X-rays into tf.Examples split by patient, with a quarantine report.
 
-Every file is checked (components/image_example_gen/checks.py); the encoded bytes are stored
+Every file goes through the one image path (imaging/prepare.py); the encoded bytes are stored
 as they are on disk unless TensorFlow would decode them differently, in which case a
 corrected 8-bit PNG is stored and the report says so. Transform decodes them, so the same
 code path serves training and serving. Files that fail a check, and all but one copy of

@@ -5,8 +5,8 @@ Two layouts are accepted: a folder per class (Kaggle style) or a folder holding 
 models.features; a label that matches no alias stops ingestion with an error listing the
 known labels, or, with ignore_unknown_labels, quarantines its files. A manifest `sex` that
 is not a known spelling stops it likewise (no flag: the cell is wrong, not the image). Every
-file under a class folder is a candidate, whatever its extension: checks.py decides from the
-content.
+file under a class folder is a candidate, whatever its extension: imaging/prepare.py decides
+from the content.
 Files are read through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for
 Vertex AI and Dataflow.
 """
@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from components.image_example_gen import checks, quarantine
+from components.image_example_gen import quarantine
+from imaging import prepare
 from models import features
 
 MANIFEST_NAME = "manifest.csv"
@@ -47,8 +48,8 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class IngestOptions:
     """What the user can tune about ingestion (flags of `cxr run` and `cxr check-data`)."""
-    min_image_side: int = checks.CheckOptions.min_side
-    max_image_pixels: int = checks.CheckOptions.max_pixels
+    min_image_side: int = prepare.CheckOptions.min_side
+    max_image_pixels: int = prepare.CheckOptions.max_pixels
     max_quarantined_fraction: float = quarantine.DEFAULT_MAX_QUARANTINED_FRACTION
     ignore_unknown_labels: bool = False
 
@@ -63,8 +64,8 @@ class IngestOptions:
                              f"{self.max_quarantined_fraction}")
 
     @property
-    def file_checks(self) -> checks.CheckOptions:
-        return checks.CheckOptions(min_side=self.min_image_side, max_pixels=self.max_image_pixels)
+    def file_checks(self) -> prepare.CheckOptions:
+        return prepare.CheckOptions(min_side=self.min_image_side, max_pixels=self.max_image_pixels)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -119,7 +120,7 @@ class ScanResult:
 @dataclass(frozen=True)
 class Accepted:
     record: ImageRecord  # view, age group and sex filled in from a DICOM header where unknown
-    image: checks.CheckedImage
+    image: prepare.PreparedImage
 
     @property
     def content_sha256(self) -> str:
@@ -188,7 +189,7 @@ def scan(data_dir: str, ignore_unknown_labels: bool = False) -> ScanResult:
                 f"(folder names may also be any of: {', '.join(sorted(features.LABEL_ALIASES))}). "
                 "Rename or move them, or pass --ignore-unknown-labels to skip those files")
         quarantined += [quarantine.QuarantineRecord(
-            r.path, checks.UNKNOWN_LABEL,
+            r.path, prepare.UNKNOWN_LABEL,
             f"label {r.label!r} is not one of {', '.join(features.CLASS_NAMES)}")
             for r in records if r.label in unknown]
         records = [r for r in records if r.label not in unknown]
@@ -226,8 +227,8 @@ def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.Qu
         if not (row["file"] or "").strip() or not tf.io.gfile.exists(path) \
                 or tf.io.gfile.isdir(path):
             missing_files.append(quarantine.QuarantineRecord(
-                path, checks.MISSING, f"{MANIFEST_NAME} line {line} names {row['file']!r}, "
-                                      "which is not a file"))
+                path, prepare.MISSING, f"{MANIFEST_NAME} line {line} names {row['file']!r}, "
+                                       "which is not a file"))
             continue
         metadata = {
             feature: (row.get(column) or "").strip() or features.UNKNOWN
@@ -251,18 +252,18 @@ def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.Qu
     return records, missing_files
 
 
-def inspect_record(record: ImageRecord, options: checks.CheckOptions
+def inspect_record(record: ImageRecord, options: prepare.CheckOptions
                    ) -> Union[Accepted, quarantine.QuarantineRecord]:
     """Read one file and check it; never raises for a bad file."""
     try:
         with tf.io.gfile.GFile(record.path, "rb") as f:
             data = f.read()
     except (tf.errors.OpError, OSError) as error:
-        return quarantine.QuarantineRecord(record.path, checks.MISSING if isinstance(
-            error, tf.errors.NotFoundError) else checks.CORRUPT, f"cannot read the file: {error}")
+        return quarantine.QuarantineRecord(record.path, prepare.MISSING if isinstance(
+            error, tf.errors.NotFoundError) else prepare.CORRUPT, f"cannot read the file: {error}")
     try:
-        image = checks.check_image(data, options)
-    except checks.Rejected as rejection:
+        image = prepare.prepare_image(data, options)
+    except prepare.Rejected as rejection:
         return quarantine.QuarantineRecord(record.path, rejection.reason, rejection.detail)
     header = image.dicom_metadata or {}
     updates = {key: header[key]
@@ -277,7 +278,7 @@ def without_bytes(accepted: Accepted) -> CheckedFile:
                        image.conversion)
 
 
-def reload(checked: CheckedFile, options: checks.CheckOptions) -> Accepted:
+def reload(checked: CheckedFile, options: prepare.CheckOptions) -> Accepted:
     """The bytes to store for a file accepted earlier: read again, and converted again when
     it was converted (DICOM, EXIF rotation...). Raises FileChangedError when the content is
     no longer what was checked."""
@@ -287,10 +288,10 @@ def reload(checked: CheckedFile, options: checks.CheckOptions) -> Accepted:
         raise FileChangedError(f"{checked.record.path} changed while it was being ingested; "
                                "run again once the data folder is no longer being written")
     if checked.conversion:
-        image = checks.check_image(data, options)
+        image = prepare.prepare_image(data, options)
     else:
-        image = checks.CheckedImage(encoded=data, height=checked.height, width=checked.width,
-                                    content_sha256=checked.content_sha256)
+        image = prepare.PreparedImage(encoded=data, height=checked.height, width=checked.width,
+                                      content_sha256=checked.content_sha256)
     return Accepted(checked.record, image)
 
 

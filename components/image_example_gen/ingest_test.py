@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.image_example_gen import checks, ingest, quarantine
+from components.image_example_gen import ingest, quarantine
 from components.image_example_gen.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
                                                    make_dicom, make_messy_data)
 from conftest import SAMPLE_DIR, sample_rows
+from imaging import prepare
 from models import features
 
 
@@ -65,7 +66,7 @@ def test_unknown_labels_are_quarantined_when_ignored(tmp_path):
     scanned = ingest.scan(str(tmp_path), ignore_unknown_labels=True)
     assert [os.path.relpath(r.path, tmp_path) for r in scanned.records] == ["Normal/a.png"]
     assert [(os.path.relpath(q.path, tmp_path), q.reason, q.detail) for q in scanned.quarantined] \
-        == [("Lung_Opacity/x.png", checks.UNKNOWN_LABEL,
+        == [("Lung_Opacity/x.png", prepare.UNKNOWN_LABEL,
              "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
     assert scanned.files_seen == 2
 
@@ -154,7 +155,7 @@ def test_manifest_row_without_its_file_is_quarantined(tmp_path):
     scanned = ingest.scan(str(tmp_path))
     assert [r.path for r in scanned.records] == [str(tmp_path / "img" / "a.png")]
     assert [(q.path, q.reason, q.detail) for q in scanned.quarantined] == [
-        (str(tmp_path / "img" / "gone.png"), checks.MISSING,
+        (str(tmp_path / "img" / "gone.png"), prepare.MISSING,
          "manifest.csv line 3 names 'img/gone.png', which is not a file")]
 
 
@@ -257,12 +258,12 @@ def test_check_data_gives_every_file_an_example_or_a_record(tmp_path):
     assert report.files_seen == len(expected) == 21
     assert report.accepted_per_class == {"COVID-19": 5, "Pneumonia": 4, "Normal": 5}
     assert report.counts_per_reason() == {
-        checks.NOT_AN_IMAGE: 2, checks.CORRUPT: 1, checks.DUPLICATE: 1, checks.EMPTY: 1,
-        checks.TOO_LARGE: 1, checks.TOO_SMALL: 1}
+        prepare.NOT_AN_IMAGE: 2, prepare.CORRUPT: 1, prepare.DUPLICATE: 1, prepare.EMPTY: 1,
+        prepare.TOO_LARGE: 1, prepare.TOO_SMALL: 1}
     assert {os.path.relpath(c.path, tmp_path): c.conversion for c in report.converted} == {
         "COVID/rotated.jpg": "EXIF orientation 8 applied",
         "NORMAL/scan0001": "DICOM converted to 8-bit PNG"}
-    duplicate = next(q for q in report.quarantined if q.reason == checks.DUPLICATE)
+    duplicate = next(q for q in report.quarantined if q.reason == prepare.DUPLICATE)
     first_covid = sorted(p for p in expected if p.startswith("COVID/covid"))[0]
     assert duplicate.detail == (f"same content as {tmp_path / first_covid} "
                                 "(labelled Pneumonia here, COVID-19 there)")
@@ -314,7 +315,7 @@ def test_checked_files_carry_no_bytes_and_reload_gives_what_the_check_accepted(t
     plain, rotated = tmp_path / "plain.jpg", tmp_path / "rotated.jpg"
     gradient().save(plain, "JPEG")
     exif = Image.Exif()
-    exif[checks.EXIF_ORIENTATION_TAG] = 6
+    exif[prepare.EXIF_ORIENTATION_TAG] = 6
     gradient().save(rotated, "JPEG", exif=exif)
     options = ingest.IngestOptions().file_checks
     for path in (plain, rotated):

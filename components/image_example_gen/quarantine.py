@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Sequence, Tuple
 
 import tensorflow as tf
 
-from components.image_example_gen import checks
+from imaging import prepare
 from models import features
 
 REPORT_NAME = "quarantine.json"
@@ -28,7 +28,7 @@ class QuarantineError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class QuarantineRecord:
     path: str
-    reason: str  # one of the reason constants in checks.py
+    reason: str  # one of the reason constants in imaging/prepare.py
     detail: str
 
 
@@ -51,7 +51,7 @@ def duplicate_records(kept: str, duplicates: Sequence[str], labels: Dict[str, st
         detail = f"same content as {kept}"
         if labels.get(path) != labels.get(kept):
             detail += f" (labelled {labels.get(path)} here, {labels.get(kept)} there)"
-        records.append(QuarantineRecord(path, checks.DUPLICATE, detail))
+        records.append(QuarantineRecord(path, prepare.DUPLICATE, detail))
     return records
 
 

@@ -10,8 +10,9 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
                          JPEGLSLossless, JPEGLSNearLossless, RLELossless)
 
-from components.image_example_gen import checks, dicom, ingest
-from components.image_example_gen.conftest import make_dicom
+from components.image_example_gen import ingest
+from imaging import dicom, prepare
+from imaging.conftest import make_dicom
 from models import features
 
 GRADIENT_12_BIT = (np.arange(64 * 80).reshape(64, 80) * 4095 // (64 * 80 - 1)).astype(np.uint16)
@@ -31,7 +32,7 @@ def _ingested_pixels(tmp_path, data: bytes) -> np.ndarray:
     path = tmp_path / "scan0001"  # no extension: found by its preamble, as in hospital exports
     path.write_bytes(data)
     outcome = ingest.inspect_record(ingest.ImageRecord(str(path), "Normal", "p1"),
-                                    checks.CheckOptions())
+                                    prepare.CheckOptions())
     assert isinstance(outcome, ingest.Accepted), outcome
     assert outcome.image.conversion == "DICOM converted to 8-bit PNG"
     decoded = tf.io.decode_image(outcome.image.encoded, channels=0, expand_animations=False)

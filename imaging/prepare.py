@@ -1,7 +1,13 @@
-"""Per-file checks shared by the ImageExampleGen executor and `cxr check-data`.
+"""The one image path: input bytes -> exactly the encoded image ingestion stores.
 
-Each file is either accepted, with the bytes to store, or rejected with a reason in plain
-words. The format is sniffed from the content, never from the extension. The final gate
+`prepare_image` is used by ImageExampleGen and `cxr check-data` (each file becomes an example
+or a quarantine record), and by everything that asks a model about an image: the web app,
+`cxr predict` and the Python clients (gRPC and REST), and `cxr gradcam`. So an image is
+prepared the same way for training and for every prediction; the exported model itself only
+decodes JPEG and PNG (models/preprocessing.decode_image).
+
+Each input is either accepted, with the bytes to store or send, or rejected with a reason in
+plain words. The format is sniffed from the content, never from the extension. The final gate
 is tf.io.decode_image on the bytes that will be stored, the call Transform makes
 (models/preprocessing.decode_image), so an accepted image always decodes in training.
 
@@ -26,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from components.image_example_gen import dicom
+from imaging import dicom
 
 # Pillow refuses to open anything above twice its own limit; such files are refused too.
 PIL_HARD_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS
@@ -60,7 +66,7 @@ class Rejected(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckedImage:
+class PreparedImage:
     encoded: bytes          # what the example stores
     height: int
     width: int
@@ -153,6 +159,8 @@ def _check_raster(data: bytes, options: CheckOptions) -> Tuple[bytes, Optional[s
         raise Rejected(TOO_LARGE, f"{claimed.group(1) if claimed else 'more'} pixels is over "
                                   f"Pillow's hard limit of {PIL_HARD_PIXEL_LIMIT} pixels; not "
                                   "decoded (possible decompression bomb)") from error
+    except Image.UnidentifiedImageError as error:  # its message names a BytesIO object
+        raise Rejected(CORRUPT, "unreadable header: Pillow cannot identify the image") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise Rejected(CORRUPT, f"unreadable header: {error}") from error
     with image:
@@ -177,8 +185,9 @@ def _decode_like_transform(encoded: bytes) -> Tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def check_image(data: bytes, options: CheckOptions = CheckOptions()) -> CheckedImage:
-    """Accept a file's content as an example image, or raise Rejected saying why."""
+def prepare_image(data: bytes, options: CheckOptions = CheckOptions()) -> PreparedImage:
+    """Accept input bytes as a model image (the bytes to store or send), or raise Rejected
+    saying why."""
     if not data:
         raise Rejected(EMPTY, "0 bytes")
     kind = sniff(data)
@@ -195,7 +204,7 @@ def check_image(data: bytes, options: CheckOptions = CheckOptions()) -> CheckedI
     else:
         raise Rejected(NOT_AN_IMAGE, f"content is {kind}, not a JPEG, PNG or DICOM image")
     height, width = _decode_like_transform(encoded)
-    return CheckedImage(encoded=encoded, height=height, width=width,
+    return PreparedImage(encoded=encoded, height=height, width=width,
                         content_sha256=hashlib.sha256(data).hexdigest(),
                         conversion=conversion, dicom_metadata=metadata)
 
