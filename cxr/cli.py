@@ -487,7 +487,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_serve_parser(commands) -> None:
-    from serving.server import Limits
+    from serving.limits import Limits
 
     serve = commands.add_parser(
         "serve", help="development stand-in for TF Serving on loopback: gRPC Predict, "

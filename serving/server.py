@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from components.serving_pusher import warmup
 from models import features
+from serving.limits import Limits
 
 SIGNATURE_DEF_FIELD = "signature_def"
 LOOPBACK = "127.0.0.1"
@@ -44,17 +45,6 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """What one request may hold; a bigger request gets a clear error, not unbounded memory."""
-    max_batch_size: int = 64           # inputs (images) per request
-    max_request_bytes: int = 64 * 2 ** 20  # the gRPC message or the REST body
-
-    def __post_init__(self):
-        if self.max_batch_size < 1 or self.max_request_bytes < 1:
-            raise ValueError("the batch and request size limits must be positive")
 
 
 def newest_version(model_base_path: str) -> Tuple[int, str]:
