@@ -1,6 +1,5 @@
 """Image files of every kind the one image path must handle, made on the fly for tests."""
 import io
-import os
 import struct
 import zlib
 from typing import Any, Dict, Optional
