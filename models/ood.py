@@ -22,7 +22,9 @@ the eval split (films the model was not fitted on): the smallest distance that f
 MAX_FLAGGED_EVAL of its chest films.
 
 `chest_xray_score` is the share of eval chest films at least as far from the training films as
-the input (1: closer than all of them, 0: further than any); `is_chest_xray` is the distance
+the input (1: closer than all of them, 0: further than any), interpolated linearly between
+the eval films' distances so that it moves smoothly with the input, not in steps that batching
+noise could flip for an input at an eval film's own distance; `is_chest_xray` is the distance
 within the threshold, so flagged inputs score at most about MAX_FLAGGED_EVAL. Both run inside
 the exported serving signature (GateModule), so TF Serving clients get them.
 """
@@ -58,6 +60,14 @@ class LayerFit:
                 + np.maximum(outside, 0.0) / self.residual_variance) / self.scale
 
 
+def score_curve(eval_distances: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(distance, score) points of the score: 1 at distance 0, falling by 1/n at each of the n
+    sorted eval distances, 0 from the furthest on."""
+    n = eval_distances.size
+    return (np.concatenate([[0.0], np.sort(eval_distances)]),
+            1.0 - np.arange(n + 1, dtype=np.float64) / n)
+
+
 @dataclasses.dataclass(frozen=True)
 class GateFit:
     """Everything the gate needs at serving time."""
@@ -71,8 +81,8 @@ class GateFit:
                       axis=0)
 
     def scores(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
-        distances = self.distances(pooled)
-        return np.mean(self.eval_distances[None, :] >= distances[:, None], axis=1)
+        distances, levels = score_curve(self.eval_distances)
+        return np.interp(self.distances(pooled), distances, levels)
 
     def summary(self) -> Dict[str, object]:
         return {"layers": list(self.layer_names),
@@ -215,7 +225,9 @@ class GateModule(tf.Module):
                         ("mean", "components", "variances", "residual_variance", "scale")}
                        for layer in gate.layers]
         self.threshold = tf.constant(gate.threshold, tf.float32)
-        self.eval_distances = tf.constant(gate.eval_distances, tf.float32)
+        curve_distances, curve_scores = score_curve(gate.eval_distances)
+        self.curve_distances = tf.constant(curve_distances, tf.float32)
+        self.curve_scores = tf.constant(curve_scores, tf.float32)
 
     @staticmethod
     def _distances(layer: Dict[str, tf.Tensor], pooled: tf.Tensor) -> tf.Tensor:
@@ -226,11 +238,19 @@ class GateModule(tf.Module):
         return (tf.reduce_sum(projected ** 2 / layer["variances"], axis=1)
                 + outside / layer["residual_variance"]) / layer["scale"]
 
+    def _interpolate(self, distances: tf.Tensor) -> tf.Tensor:
+        """np.interp on the score curve, in the graph."""
+        xs, ys = self.curve_distances, self.curve_scores
+        last = tf.shape(xs)[0] - 2
+        index = tf.clip_by_value(tf.searchsorted(xs, distances, side="right") - 1, 0, last)
+        x0, x1 = tf.gather(xs, index), tf.gather(xs, index + 1)
+        y0, y1 = tf.gather(ys, index), tf.gather(ys, index + 1)
+        step = tf.clip_by_value((distances - x0) / tf.maximum(x1 - x0, 1e-12), 0.0, 1.0)
+        return y0 + step * (y1 - y0)
+
     def __call__(self, pooled: Sequence[tf.Tensor]) -> Dict[str, tf.Tensor]:
         distances = tf.reduce_max(tf.stack(
             [self._distances(layer, values) for layer, values in zip(self.layers, pooled)]),
             axis=0)
-        score = tf.reduce_mean(tf.cast(
-            self.eval_distances[tf.newaxis, :] >= distances[:, tf.newaxis], tf.float32), axis=1)
-        return {features.CHEST_XRAY_SCORE_OUTPUT: score,
+        return {features.CHEST_XRAY_SCORE_OUTPUT: self._interpolate(distances),
                 features.IS_CHEST_XRAY_OUTPUT: distances <= self.threshold}

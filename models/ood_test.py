@@ -50,7 +50,7 @@ def test_the_graph_gives_the_fitted_numbers():
     values = [np.concatenate([a, b]) for a, b in zip(_layers(20, 5), _layers(5, 6, (2.0, 0)))]
     outputs = ood.GateModule(gate)([tf.constant(v, tf.float32) for v in values])
     np.testing.assert_allclose(outputs[features.CHEST_XRAY_SCORE_OUTPUT].numpy(),
-                               gate.scores(values), atol=0.01)
+                               gate.scores(values), atol=1e-3)  # float32 graph
     np.testing.assert_array_equal(outputs[features.IS_CHEST_XRAY_OUTPUT].numpy(),
                                   gate.distances(values) <= gate.threshold)
     assert outputs[features.IS_CHEST_XRAY_OUTPUT].dtype == tf.bool
@@ -84,3 +84,18 @@ def test_one_pass_gives_the_probabilities_and_both_watched_layers(name, mid_leve
     np.testing.assert_allclose(pooled[1], mid, atol=1e-5)
     gate = ood.fit_model(model, dataset, dataset)
     assert gate.layer_names == ("probabilities input", ood.mid_level_layer(model).name)
+
+
+def test_the_score_is_the_share_of_eval_films_further_away_without_steps():
+    eval_distances = np.array([1.0, 2.0, 4.0, 8.0])
+    distances, levels = ood.score_curve(eval_distances)
+    at = lambda d: float(np.interp(d, distances, levels))  # noqa: E731
+    assert (at(0.0), at(1.0), at(2.0), at(8.0), at(20.0)) == (1.0, 0.75, 0.5, 0.0, 0.0)
+    assert at(3.0) == 0.375  # halfway between two eval films
+    # An input at an eval film's own distance: float noise moves the score by as little.
+    assert abs(at(4.0 + 1e-6) - at(4.0 - 1e-6)) < 1e-6
+    module = ood.GateModule(ood.GateFit(layers=(), threshold=4.0,
+                                        eval_distances=eval_distances))
+    graph = module._interpolate(tf.constant([0.0, 1.0, 3.0, 4.0, 20.0])).numpy()
+    np.testing.assert_allclose(graph, [1.0, 0.75, 0.375, 0.25, 0.0], atol=1e-6)
+
