@@ -39,7 +39,10 @@ def serve_process(pushed_model_base):
     process = subprocess.Popen(
         [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", pushed_model_base,
          "--port", str(port), "--rest-port", str(rest_port)], cwd=REPO_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        # As from a terminal: a test run started in the background inherits an ignored
+        # SIGINT, and Python then installs no Ctrl-C handler in the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # The banner is printed once the model is loaded and the port is bound.
     ready, _, _ = select.select([process.stdout], [], [], STARTUP_SECONDS)
     banner = process.stdout.readline() if ready else "no banner"
