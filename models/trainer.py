@@ -18,7 +18,8 @@ from tfx_bsl.public import tfxio
 from models import builders, calibration, features, ood
 
 # The default recipe, chosen on cxr4's eval split (docs/results/cxr4/): fine-tuning the whole
-# backbone for 16 epochs told adult films apart where the top 30 layers for 10 epochs did not.
+# backbone for 16 epochs scored higher there than the top 30 layers for 10 epochs (macro-F1
+# 0.831 against 0.792, adult films 0.761 against 0.716).
 DEFAULTS = {
     "model": "mobilenet_v2",
     "epochs": 16,
