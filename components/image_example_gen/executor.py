@@ -115,6 +115,17 @@ def _serialized_example(checked: ingest.CheckedFile, options) -> bytes:
     return accepted_to_example(ingest.reload(checked, options)).SerializeToString()
 
 
+def _split_configs(exec_properties: Dict[str, Any]
+                   ) -> Tuple[example_gen_pb2.Input, example_gen_pb2.Output]:
+    """The component's input and output (split) configs, from their JSON exec properties."""
+    input_config = example_gen_pb2.Input()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
+    output_config = example_gen_pb2.Output()
+    proto_utils.json_to_proto(
+        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+    return input_config, output_config
+
 class _GzipWriter:
     """A file handle that gzips what is written at deflate level 0 (stored blocks)."""
 
@@ -239,12 +250,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         """BaseExampleGenExecutor.Do's writing, the same files and artifact properties, without
         its Reshuffle of every serialized example before the write: a GroupByKey that held the
         whole data set in memory. The order is settled on records without bytes instead."""
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
-        output_config = example_gen_pb2.Output()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        input_config, output_config = _split_configs(exec_properties)
         examples.split_names = artifact_utils.encode_split_names(
             example_gen_utils.generate_output_split_names(input_config, output_config))
         with self._make_beam_pipeline() as pipeline:
@@ -261,12 +267,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
 
     def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: Dict[str, Any]
                                ) -> Dict[str, beam.pvalue.PCollection]:
-        input_config = example_gen_pb2.Input()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.INPUT_CONFIG_KEY], input_config)
-        output_config = example_gen_pb2.Output()
-        proto_utils.json_to_proto(
-            exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
+        input_config, output_config = _split_configs(exec_properties)
         splits = output_config.split_config.splits
         names = [split.name for split in splits]
         total = sum(split.hash_buckets for split in splits)
