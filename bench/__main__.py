@@ -135,9 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2 if not isinstance(error, e2e.BenchError) else 1
     report.write_json(results, args.results)
     report.write_markdown(results, args.doc)
-    for goal in results["goals"]:
-        print(f"{goal['goal']}: {goal['value']:.2f} (target {goal['target']}: "
-              f"{'met' if goal['met'] else 'MISSED'})")
+    report.print_goals(results["goals"])
     print(f"Wrote {args.results} and {args.doc}")
     return 0
 

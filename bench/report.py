@@ -97,6 +97,12 @@ def write_json(results: Dict[str, object], path: str) -> None:
         f.write("\n")
 
 
+def print_goals(goals: List[Dict[str, object]]) -> None:
+    for goal in goals:
+        print(f"{goal['goal']}: {goal['value']:.2f} (target {goal['target']}: "
+              f"{'met' if goal['met'] else 'MISSED'})")
+
+
 def _spread(stats: Dict[str, float], digits: int = 1) -> str:
     return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
 

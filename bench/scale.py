@@ -17,7 +17,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
-from bench import e2e, measure, scale_data
+from bench import e2e, measure, report, scale_data
 
 SHARED_SOURCE = os.path.join(os.path.dirname(measure.REPO_ROOT), "shared", "data", "cxr4")
 SAMPLE_SOURCE = os.path.join(measure.REPO_ROOT, "data", "sample")
@@ -88,9 +88,9 @@ def _examples_written(output_dir: str, data_dir: str) -> Optional[int]:
     from pipeline import summary
     from pipeline.config import PipelineConfig
 
-    report = summary.summarize(PipelineConfig(data_dir=data_dir,
-                                              output_dir=output_dir)).ingestion
-    return sum(report.accepted_per_class.values()) if report else None
+    ingestion = summary.summarize(PipelineConfig(data_dir=data_dir,
+                                                 output_dir=output_dir)).ingestion
+    return sum(ingestion.accepted_per_class.values()) if ingestion else None
 
 
 def measure_size(args: argparse.Namespace, source: str, images: int, workers: int
@@ -296,15 +296,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2 if not isinstance(error, e2e.BenchError) else 1
     entries = merge(previous, new)
     results = {"entries": entries, "goals": goals(entries)}
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    with open(args.results, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-        f.write("\n")
+    report.write_json(results, args.results)
     plot(results, args.plot)
     write_markdown(results, args.doc, args.plot)
-    for goal in results["goals"]:
-        print(f"{goal['goal']}: {goal['value']:.2f} (target {goal['target']}: "
-              f"{'met' if goal['met'] else 'MISSED'})")
+    report.print_goals(results["goals"])
     print(f"Wrote {args.results}, {args.plot} and {args.doc}")
     return 0
 
