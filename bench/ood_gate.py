@@ -48,7 +48,11 @@ def gate_outputs(version_dir: str, images: Sequence[bytes]) -> Dict[str, List]:
     return {"scores": scores, "is_chest_xray": flags}
 
 
-def evaluate(version_dir: str, held_out: Sequence[bytes]) -> Dict[str, object]:
+def evaluate(version_dir: str, held_out: Sequence[bytes], patients: Sequence[str]
+             ) -> Dict[str, object]:
+    """Share flagged per category; the held-out share with its 95% interval, clustered by
+    patient (films of one patient are not independent), as the model card computes it."""
+    from components.model_card import metrics
     from imaging import prepare
 
     films = [(f"test-{index}", image) for index, image in enumerate(held_out)][::4]
@@ -67,8 +71,11 @@ def evaluate(version_dir: str, held_out: Sequence[bytes]) -> Dict[str, object]:
     for (sample, _), flag, score in zip(prepared, other["is_chest_xray"], other["scores"]):
         categories[sample.category].append({"name": sample.name, "flagged": not flag,
                                             "score": score})
-    rows = {HELD_OUT: {"images": len(held_out),
-                       "flagged": sum(not flag for flag in chest["is_chest_xray"])}}
+    held_out_flagged = [not flag for flag in chest["is_chest_xray"]]
+    rows = {HELD_OUT: {"images": len(held_out), "flagged": sum(held_out_flagged),
+                       "patients": len(set(patients)),
+                       "ci95": list(metrics.clustered_wilson_interval(held_out_flagged,
+                                                                      patients))}}
     for category, items in sorted(categories.items()):
         rows[category] = {"images": len(items), "flagged": sum(i["flagged"] for i in items),
                           "missed": [i["name"] for i in items if not i["flagged"]][:10]}
@@ -83,13 +90,34 @@ def _share(row: Dict[str, int]) -> str:
     return f"{row['flagged'] / row['images']:.1%}" if row["images"] else "n/a"
 
 
+def model_description(version_dir: str) -> str:
+    """What the model is, from the training.json the Trainer writes beside it."""
+    from models import builders, features
+
+    path = os.path.join(version_dir, features.SERVING_EXTRAS_DIR, features.TRAINING_SUMMARY_FILE)
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        summary = json.load(f)
+    config = summary.get("config", {})
+    text = (f"{config.get('model', '?')}, {config.get('image_size', '?')} px, "
+            f"{summary.get('epochs_run', '?')} epochs, the weights of epoch "
+            f"{summary.get('best_epoch', '?')} kept")
+    layers = config.get("fine_tune_layers")
+    if layers:
+        text += (", whole backbone fine-tuned" if layers >= builders.ALL_LAYERS
+                 else f", top {layers} layers fine-tuned")
+    return text
+
+
 def markdown(results: Dict[str, object]) -> str:
     measured = results["report"]
     model = os.sep.join(os.path.normpath(results["version_dir"]).split(os.sep)[-2:])
+    described = f" ({results['model']})" if results.get("model") else ""
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
-        f"{results['machine']['git_commit']} on the model `{model}`; held-out films: the "
-        "test split of the examples it was trained from.",
+        f"{results['machine']['git_commit']} on the model `{model}`{described}; held-out "
+        "films: the test split of the examples it was trained from.",
         "",
         "| inputs | images | flagged as not a frontal chest X-ray |",
         "|---|---|---|",
@@ -97,6 +125,11 @@ def markdown(results: Dict[str, object]) -> str:
     for category, row in measured["rows"].items():
         name = f"**{category}**" if category == HELD_OUT else category
         lines.append(f"| {name} | {row['images']} | {row['flagged']} ({_share(row)}) |")
+    held_out = measured["rows"][HELD_OUT]
+    low, high = held_out["ci95"]
+    lines[0] += (f" Held-out films flagged: {_share(held_out)}, 95% interval "
+                 f"{low:.1%}-{high:.1%} ({held_out['images']} films of "
+                 f"{held_out['patients']} patients; Wilson, clustered by patient).")
     total = {"images": measured["non_chest_images"], "flagged": measured["non_chest_flagged"]}
     lines += [f"| **all non-chest-X-ray inputs** | {total['images']} | {total['flagged']} "
               f"({_share(total)}) |"]
@@ -124,12 +157,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from components.grad_cam import explain
+    from models import features
     from serving import export
 
     version_dir = explain.find_saved_model(args.model_dir)
-    held_out = export.split_images(args.examples, "test")
+    held_out, patients = zip(*export.split_examples(args.examples, "test",
+                                                    key=features.PATIENT_ID_KEY))
     results = {"machine": measure.machine(), "version_dir": version_dir,
-               "examples": args.examples, "report": evaluate(version_dir, held_out)}
+               "model": model_description(version_dir), "examples": args.examples,
+               "report": evaluate(version_dir, list(held_out), list(patients))}
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)

@@ -22,7 +22,12 @@ def test_every_category_is_measured_and_the_doc_section_rewritten(tiny_pipeline,
     assert rows["photograph"]["images"] >= 8 and rows["medical, not chest"]["images"] >= 8
     assert rows["rotated film"]["images"] == 3 * rows["inverted film"]["images"] >= 3
     assert all(0 <= row["flagged"] <= row["images"] for row in rows.values())
+    held_out = rows[ood_gate.HELD_OUT]
+    low, high = held_out["ci95"]
+    assert 0 <= low <= held_out["flagged"] / held_out["images"] <= high <= 1
+    assert 1 <= held_out["patients"] <= held_out["images"]
     text = doc.read_text()
+    assert "95% interval" in text and "clustered by patient" in text
     assert text.startswith("# Gate\n\nhand-written\n") and ood_gate.BEGIN in text
     assert "| **all non-chest-X-ray inputs** |" in text
 

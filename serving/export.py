@@ -104,27 +104,28 @@ class ParityError(RuntimeError):
     """The export disagrees with the SavedModel beyond its tolerance."""
 
 
-def split_examples(examples_dir: str, split: str,
-                   limit: Optional[int] = None) -> List[Tuple[bytes, str]]:
-    """(encoded image, label) of one ExampleGen split (gzipped TFRecords under Split-<name>/)."""
-    return list(_iter_split_examples(examples_dir, split, limit))
+def split_examples(examples_dir: str, split: str, limit: Optional[int] = None,
+                   key: str = features.LABEL_KEY) -> List[Tuple[bytes, str]]:
+    """(encoded image, its `key`: the label unless asked) of one ExampleGen split (gzipped
+    TFRecords under Split-<name>/)."""
+    return list(_iter_split_examples(examples_dir, split, limit, key))
 
 
-def _iter_split_examples(examples_dir: str, split: str,
-                         limit: Optional[int] = None) -> Iterator[Tuple[bytes, str]]:
+def _iter_split_examples(examples_dir: str, split: str, limit: Optional[int] = None,
+                         key: str = features.LABEL_KEY) -> Iterator[Tuple[bytes, str]]:
     files = sorted(glob.glob(os.path.join(examples_dir, f"Split-{split}", "*.gz")))
     if not files:
         raise ExportError(f"no Split-{split}/*.gz records under {examples_dir} "
                           "(pass an ImageExampleGen examples folder)")
     spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string),
-            features.LABEL_KEY: tf.io.FixedLenFeature([], tf.string, default_value="")}
+            key: tf.io.FixedLenFeature([], tf.string, default_value="")}
     records = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if limit:
         records = records.take(limit)
     for batch in records.batch(PARITY_BATCH):
         parsed = tf.io.parse_example(batch, spec)
         yield from zip(parsed[features.IMAGE_KEY].numpy(),
-                       (label.decode() for label in parsed[features.LABEL_KEY].numpy()))
+                       (value.decode() for value in parsed[key].numpy()))
 
 
 def image_batches(examples_dir: str, split: str, batch_size: int) -> Iterator[List[bytes]]:
