@@ -287,7 +287,9 @@ def memory_summary(samples: Sequence[Tuple[float, int]], start: float, end: floa
               for i in range(10)]
     return {"first_tenth_mib": tenths[0], "last_tenth_mib": tenths[-1],
             "tenths_mib": tenths, "peak_mib": max(inside), "samples": len(inside),
-            "growth_mib": tenths[-1] - tenths[0]}
+            "growth_mib": tenths[-1] - tenths[0],
+            # A leak keeps growing; warming up (caches, allocator arenas) is over by then.
+            "second_half_growth_mib": tenths[-1] - tenths[4]}
 
 
 def markdown(results: Dict[str, object]) -> str:
@@ -321,7 +323,8 @@ def markdown(results: Dict[str, object]) -> str:
     for api in ("grpc", "rest"):
         memory = results[api]["memory"]
         lines.append(f"- {api}: {' → '.join(f'{v:.0f}' for v in memory['tenths_mib'])} "
-                     f"(peak {memory['peak_mib']:.0f})")
+                     f"(peak {memory['peak_mib']:.0f}; {memory['growth_mib']:+.1f} over the run, "
+                     f"{memory['second_half_growth_mib']:+.1f} over its second half)")
     return "\n".join(lines)
 
 
