@@ -274,7 +274,18 @@ def _parameters(pairs: Sequence[str]) -> dict:
     return values
 
 
+def _require(command: str, extra: str) -> None:
+    """One line naming the install command when an optional part (setup.py's extras) is
+    missing, before any work starts."""
+    from cxr.requirements import missing_extra
+
+    problem = missing_extra(extra)
+    if problem:
+        raise UsageError(f"{command} {problem}")
+
+
 def _run_spec(args: argparse.Namespace) -> int:
+    _require("cxr run-spec", "vertex")
     _quiet_libraries()
     from pipeline import spec_runner
 
@@ -384,6 +395,7 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    _require("cxr compile", "vertex")
     from pipeline import runners
 
     config = _config_from_args(args)
@@ -399,6 +411,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    _require("cxr submit", "vertex")
     from pipeline import runners
     from pipeline.config import PipelineConfig, setting_source, settings_from_env
 
@@ -550,6 +563,8 @@ def _export(args: argparse.Namespace) -> int:
 
     from serving import export
 
+    if args.format == "onnx":
+        _require("cxr export --format onnx", "export")
     if not args.verbose:
         logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
@@ -612,6 +627,7 @@ def _add_app_parser(commands, selected: bool) -> None:
 
 def _app(args: argparse.Namespace) -> int:
     """Checks the model and flags, then runs the Streamlit server until Ctrl-C."""
+    _require("cxr app", "app")
     from app import launch
     from app.predictors import resolve_model_dir
     from serving.server import ModelDirError

@@ -1,11 +1,12 @@
 """`python -m cxr.requirements EXTRA`: one extra's requirements from the installed metadata.
 
 The Dockerfile installs the project with --no-deps on the TFX image and then only the extras
-that image lacks; reading them from the metadata keeps setup.py their single source.
+that image lacks; the CLI checks an optional part (setup.py's extras) is installed before a
+command uses it. Reading them from the metadata keeps setup.py their single source.
 """
 import sys
 from importlib import metadata
-from typing import List
+from typing import List, Optional
 
 from packaging.requirements import Requirement
 
@@ -20,6 +21,29 @@ def extra_requirements(extra: str) -> List[str]:
         raise SystemExit(f"{DISTRIBUTION} has no extra named {extra!r}")
     return chosen
 
+
+def _problem(requirement: Requirement) -> Optional[str]:
+    try:
+        version = metadata.version(requirement.name)
+    except metadata.PackageNotFoundError:
+        return f"{requirement.name} is not installed"
+    if not requirement.specifier.contains(version, prereleases=True):
+        return f"{requirement.name} is {version}, needs {requirement.specifier}"
+    return None
+
+
+def missing_extra(extra: str) -> Optional[str]:
+    """None when every requirement of `extra` is installed, else one line: what is missing
+    and the command that installs it."""
+    try:
+        requirements = [Requirement(text) for text in extra_requirements(extra)]
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return None
+    problems = [p for p in map(_problem, requirements) if p]
+    if not problems:
+        return None
+    return (f"needs the optional part {extra!r} ({'; '.join(problems)}): "
+            f"pip install -c constraints.txt -e \".[{extra}]\"")
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
