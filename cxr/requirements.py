@@ -22,14 +22,11 @@ def extra_requirements(extra: str) -> List[str]:
     return chosen
 
 
-def _problem(requirement: Requirement) -> Optional[str]:
+def _installed_version(name: str) -> Optional[str]:
     try:
-        version = metadata.version(requirement.name)
+        return metadata.version(name)
     except metadata.PackageNotFoundError:
-        return f"{requirement.name} is not installed"
-    if not requirement.specifier.contains(version, prereleases=True):
-        return f"{requirement.name} is {version}, needs {requirement.specifier}"
-    return None
+        return None
 
 
 def missing_extra(extra: str) -> Optional[str]:
@@ -39,7 +36,13 @@ def missing_extra(extra: str) -> Optional[str]:
         requirements = [Requirement(text) for text in extra_requirements(extra)]
     except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
         return None
-    problems = [p for p in map(_problem, requirements) if p]
+    versions = {r.name: _installed_version(r.name) for r in requirements}
+    absent = [r.name for r in requirements if versions[r.name] is None]
+    problems = [f"{r.name} is {versions[r.name]}, needs {r.specifier}" for r in requirements
+                if versions[r.name] is not None
+                and not r.specifier.contains(versions[r.name], prereleases=True)]
+    if absent:
+        problems.insert(0, f"{', '.join(absent)} not installed")
     if not problems:
         return None
     return (f"needs the optional part {extra!r} ({'; '.join(problems)}): "

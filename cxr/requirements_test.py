@@ -26,10 +26,12 @@ def test_an_installed_extra_is_not_missing():
 
 def test_a_missing_extra_names_what_is_missing_and_the_install_command(monkeypatch):
     monkeypatch.setattr(requirements, "extra_requirements",
-                        lambda extra: ["onnx<1.0", "no-such-package-cxr>=1", "tf2onnx>=1.17"])
+                        lambda extra: ["onnx<1.0", "no-such-package-cxr>=1", "tf2onnx>=1.17",
+                                       "no-such-package-cxr2"])
     assert requirements.missing_extra("export") == (
-        f"needs the optional part 'export' (onnx is {metadata.version('onnx')}, needs <1.0; "
-        "no-such-package-cxr is not installed): pip install -c constraints.txt -e \".[export]\"")
+        "needs the optional part 'export' (no-such-package-cxr, no-such-package-cxr2 not "
+        f"installed; onnx is {metadata.version('onnx')}, needs <1.0): "
+        "pip install -c constraints.txt -e \".[export]\"")
 
 
 def test_a_command_whose_extra_is_missing_stops_with_one_line(monkeypatch, tmp_path, capsys):
@@ -39,6 +41,6 @@ def test_a_command_whose_extra_is_missing_stops_with_one_line(monkeypatch, tmp_p
     assert cli.main(["compile", "--data-dir", str(tmp_path), "--output", str(tmp_path / "p.json"),
                      "--image", "cxr:latest"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "cxr: error: cxr compile needs the optional part 'vertex' (no-such-package-cxr is not "
+        "cxr: error: cxr compile needs the optional part 'vertex' (no-such-package-cxr not "
         "installed): pip install -c constraints.txt -e \".[vertex]\""]
     assert not (tmp_path / "p.json").exists()
