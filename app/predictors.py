@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from components.grad_cam import explain, gradcam, render
+from explain import figures, gradcam, gradcam_report
 from models import features
 from serving import client, server
 
@@ -63,7 +63,7 @@ class LocalPredictor:
         self.model = model
         self._saved_model = tf.saved_model.load(model.directory)  # owns the signature's variables
         self._serving = self._saved_model.signatures[features.SERVING_SIGNATURE]
-        self.cam = gradcam.GradCam(explain.load_model(model.directory))
+        self.cam = gradcam.GradCam(gradcam_report.load_model(model.directory))
 
     def predict(self, image_bytes: bytes) -> client.Prediction:
         outputs = self._serving(**{features.SERVING_INPUT: tf.constant([image_bytes])})
@@ -92,8 +92,8 @@ Predictor = Union[LocalPredictor, RemotePredictor]
 def class_overlays(cam: gradcam.GradCam, image_bytes: bytes,
                    alpha: float = OVERLAY_ALPHA) -> Dict[str, Image.Image]:
     """Class name -> (model input | its Grad-CAM heatmap over it), every class in one batch."""
-    image = explain.decode(image_bytes, cam.image_size)
+    image = gradcam_report.decode(image_bytes, cam.image_size)
     class_ids = list(range(features.NUM_CLASSES))
     explanation = cam.explain(np.repeat(image[np.newaxis], len(class_ids), axis=0), class_ids)
-    return {features.CLASS_NAMES[i]: render.overlay_panel(image, explanation.heatmaps[i], alpha)
+    return {features.CLASS_NAMES[i]: figures.overlay_panel(image, explanation.heatmaps[i], alpha)
             for i in class_ids}

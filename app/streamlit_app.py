@@ -15,7 +15,7 @@ import streamlit as st
 from PIL import Image
 
 from app import launch, model_card, predictors, uploads
-from components.grad_cam import gradcam
+from explain import gradcam
 from models import features
 from serving import client, server
 

@@ -51,7 +51,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def run_all(args: argparse.Namespace, work_dir: str) -> dict:
-    from components.image_example_gen import ingest
+    from imaging import ingest
     from pipeline.config import PipelineConfig
     from pipeline.summary import summarize
     from serving import export
@@ -121,7 +121,7 @@ def _quiet_libraries() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     _quiet_libraries()
-    from components.image_example_gen.ingest import DataError
+    from imaging.ingest import DataError
 
     try:
         if args.work_dir:

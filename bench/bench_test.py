@@ -9,7 +9,7 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import measure, plain_keras, report, throughput
-from components.image_example_gen import ingest
+from imaging import ingest
 from conftest import make_subset
 
 PIPELINE_COMPONENTS = {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer",

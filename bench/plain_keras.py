@@ -20,7 +20,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
-from components.image_example_gen import ingest
+from imaging import ingest
 from models import features, trainer
 
 

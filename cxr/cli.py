@@ -316,7 +316,7 @@ def _check_output_dir(path: str) -> None:
 
 def _check_inputs(config, models_and_weights: Sequence[Tuple[str, Optional[str]]]):
     """Fail before any pipeline step on unreadable data, a missing class or unusable weights."""
-    from components.image_example_gen import ingest
+    from imaging import ingest
     from models import builders
 
     try:
@@ -368,7 +368,7 @@ CHECK_DATA_REPORT = "quarantine.csv"
 
 def _check_data(args: argparse.Namespace) -> int:
     """The executor's checks without TFX: exit 0 when `cxr run` would accept the data."""
-    from components.image_example_gen import ingest
+    from imaging import ingest
 
     config = _config_from_args(args)
     _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
@@ -377,7 +377,7 @@ def _check_data(args: argparse.Namespace) -> int:
     except ingest.DataError as error:
         raise UsageError(str(error))
     report.write(args.report)
-    print("\n".join(report.summary_lines()))
+    print("\n".join(gradcam_report.summary_lines()))
     print(f"Quarantine report: {args.report}")
     report.raise_on_problems(args.report)
     return 0
@@ -580,18 +580,18 @@ def _add_gradcam_parser(commands) -> None:
 
 
 def _gradcam(args: argparse.Namespace) -> int:
-    from components.grad_cam import explain
+    from explain import gradcam_report
 
     _check_output_dir(args.out)
     try:
-        options = explain.Options(overlay_alpha=args.alpha, steps=args.steps,
+        options = gradcam_report.Options(overlay_alpha=args.alpha, steps=args.steps,
                                   target_layer=args.target_layer)
-        summary = explain.explain_files(args.images, args.model, args.out, options,
+        summary = gradcam_report.explain_files(args.images, args.model, args.out, options,
                                         progress=True)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error))
-    print("\n".join(explain.summary_lines(summary)))
-    print(f"Report: {os.path.join(args.out, explain.REPORT_FILE)} (research and education "
+    print("\n".join(gradcam_report.summary_lines(summary)))
+    print(f"Report: {os.path.join(args.out, gradcam_report.REPORT_FILE)} (research and education "
           "only; not for clinical use)")
     return 0
 

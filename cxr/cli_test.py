@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from components.image_example_gen.conftest import make_messy_data
+from imaging.conftest import make_messy_data
 from conftest import make_subset
 from cxr import cli
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 import tensorflow_transform as tft
 
-from components.grad_cam.explain import find_saved_model, load_model
+from explain.gradcam_report import find_saved_model, load_model
 from cxr import cli
 from models import calibration, features, ood, trainer
 from pipeline import pipeline, summary

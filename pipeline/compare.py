@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.model_card import executor as card_executor
-from components.model_card import metrics, render
+from evaluation import metrics, render
 from models import features
 from pipeline import runners, summary
 from pipeline.config import PipelineConfig

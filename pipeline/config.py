@@ -14,8 +14,8 @@ from tfx.v1.extensions import google_cloud_ai_platform as vertex
 from components.grad_cam.component import DEFAULT_MAX_MISCLASSIFIED
 from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
-from components.image_example_gen.ingest import IngestOptions
-from components.runtime import thresholds
+from imaging.ingest import IngestOptions
+from evaluation import thresholds
 from models import builders, features, trainer
 from schemas import SCHEMA_FILE
 

@@ -228,7 +228,7 @@ def test_each_version_is_warmed_up_before_serving(served, tmp_path):
 
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    from components.serving_pusher import warmup
+    from serving import warmup
 
     service, _ = served
     assert service.warm_up_requests == len(warmup.BATCH_SIZES)

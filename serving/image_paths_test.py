@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 from app import predictors, uploads
-from components.image_example_gen import ingest
+from imaging import ingest
 from conftest import SAMPLE_DIR, sample_rows
 from cxr import cli
 from imaging import prepare

@@ -25,7 +25,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from components.serving_pusher import warmup
+from serving import warmup
 from models import features
 from serving.limits import Limits
 

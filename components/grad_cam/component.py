@@ -13,7 +13,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import code_digest
-from components.grad_cam import executor, explain
+from components.grad_cam import executor
+from explain import gradcam_report
 
 
 # Mistakes explained at most when include_all_misclassified is on (0: every one). 24 covers
@@ -29,7 +30,7 @@ def check_parameters(images_per_class: int, overlay_alpha: float, faithfulness_s
         raise ValueError(f"images per class must be at least 1, got {images_per_class}")
     if max_misclassified < 0:
         raise ValueError(f"max misclassified must be 0 (no cap) or more, got {max_misclassified}")
-    explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
+    gradcam_report.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
 
 
 class GradCamReport(types.Artifact):

@@ -16,10 +16,10 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components import code_digest
-from components.grad_cam.explain import find_saved_model
-from components.model_card import bias, metrics, render
-from components.runtime import thresholds
-from components.runtime.thresholds import THRESHOLD_KEYS
+from explain.gradcam_report import find_saved_model
+from evaluation import bias, metrics, render
+from evaluation import thresholds
+from evaluation.thresholds import THRESHOLD_KEYS
 from models import calibration, features
 
 MODEL_KEY = "model"

@@ -6,7 +6,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components.model_card import bias, executor, metrics, render
+from components.model_card import executor
+from evaluation import bias, metrics, render
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components import code_digest
-from components.model_card import render
-from components.serving_pusher import warmup
+from evaluation import render
+from serving import warmup
 from models import features
 
 MODEL_CARD_KEY = "model_card"

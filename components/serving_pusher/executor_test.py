@@ -3,7 +3,8 @@ import os
 import pytest
 import tensorflow as tf
 
-from components.serving_pusher import executor, warmup
+from components.serving_pusher import executor
+from serving import warmup
 from models import features
 from models.preprocessing import decode_image
 

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from components.image_example_gen import quarantine
+from imaging import quarantine
 from imaging import prepare
 from models import features
 

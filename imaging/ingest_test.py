@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.image_example_gen import ingest, quarantine
-from components.image_example_gen.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
+from imaging import ingest, quarantine
+from imaging.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
                                                    make_dicom, make_messy_data)
 from conftest import SAMPLE_DIR, sample_rows
 from imaging import prepare

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from components.grad_cam import faithfulness, gradcam, render
+from explain import faithfulness, figures, gradcam
 from imaging import prepare
 from models import features
 from models.preprocessing import decode_image
@@ -110,8 +110,8 @@ def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_d
         if not members:
             continue
         grid_file = f"grid_{_class_slug(name)}.png"
-        render.grid(panels[name]).save(os.path.join(out_dir, grid_file),
-                                       compress_level=render.PNG_COMPRESS_LEVEL)
+        figures.grid(panels[name]).save(os.path.join(out_dir, grid_file),
+                                       compress_level=figures.PNG_COMPRESS_LEVEL)
         classes[name] = {
             "images": len(members),
             "correct": sum(r["correct"] is True for r in members),
@@ -152,8 +152,8 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
         curves = faithfulness.deletion_insertion(cam.predict, images[index], heatmap, class_id,
                                                  options.steps, seed=options.seed + index)
         overlay = f"{OVERLAY_DIR}/{_file_stem(index, case.name)}.png"
-        panel = render.overlay_panel(images[index], heatmap, options.overlay_alpha)
-        panel.save(os.path.join(out_dir, overlay), compress_level=render.PNG_COMPRESS_LEVEL)
+        panel = figures.overlay_panel(images[index], heatmap, options.overlay_alpha)
+        panel.save(os.path.join(out_dir, overlay), compress_level=figures.PNG_COMPRESS_LEVEL)
         group = case.true_label or predicted
         record = {
             "name": case.name, "overlay": overlay, "group": group,
@@ -193,7 +193,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
     with open(os.path.join(out_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, allow_nan=False)
     with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as f:
-        f.write(render.report_html(summary))
+        f.write(figures.report_html(summary))
     return summary
 
 

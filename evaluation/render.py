@@ -12,7 +12,7 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from components.model_card.metrics import Estimate
+from evaluation.metrics import Estimate
 from models import features
 
 matplotlib.use("Agg")
