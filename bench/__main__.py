@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
 from bench import e2e, measure, report, serving_bench, throughput
-from models import features
+from models import architectures
 
 SHARED_DATA_DIR = os.path.join(os.path.dirname(measure.REPO_ROOT), "shared", "data", "cxr3")
 SAMPLE_DATA_DIR = os.path.join(measure.REPO_ROOT, "data", "sample")
@@ -32,7 +32,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="python -m bench", description="Benchmarks of the pipeline against plain Keras "
         "and raw decoding; writes the JSON results and the table in docs/benchmarks.md.")
     parser.add_argument("--data-dir", help=f"default: {SHARED_DATA_DIR}, else data/sample")
-    parser.add_argument("--model", choices=features.MODEL_NAMES, default=e2e.Settings.model)
+    parser.add_argument("--model", choices=architectures.MODEL_NAMES, default=e2e.Settings.model)
     parser.add_argument("--epochs", type=int, default=e2e.Settings.epochs)
     parser.add_argument("--image-size", type=int, default=e2e.Settings.image_size)
     parser.add_argument("--batch-size", type=int, default=e2e.Settings.batch_size)

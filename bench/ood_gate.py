@@ -123,10 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=DOC_FILE)
     args = parser.parse_args(argv)
 
-    from explain import gradcam_report
-    from serving import export
+    from serving import export, layout
 
-    version_dir = gradcam_report.find_saved_model(args.model_dir)
+    version_dir = layout.find_saved_model(args.model_dir)
     held_out = export.split_images(args.examples, "test")
     results = {"machine": measure.machine(), "version_dir": version_dir,
                "examples": args.examples, "report": evaluate(version_dir, held_out)}

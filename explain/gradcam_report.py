@@ -13,10 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from explain import faithfulness, figures, gradcam
+from explain import faithfulness, figures, gradcam, gradcam_defaults
 from imaging import prepare
 from models import features
 from models.preprocessing import decode_image
+from serving import layout
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
@@ -35,8 +36,8 @@ class Case:
 
 @dataclasses.dataclass
 class Options:
-    overlay_alpha: float = 0.4
-    steps: int = 10
+    overlay_alpha: float = gradcam_defaults.OVERLAY_ALPHA
+    steps: int = gradcam_defaults.STEPS
     target_layer: Optional[str] = None
     seed: int = 0
 
@@ -53,35 +54,6 @@ def decode(image_bytes: bytes, image_size: int) -> np.ndarray:
         return decode_image(tf.constant(image_bytes), image_size).numpy()
     except (tf.errors.InvalidArgumentError, ValueError):
         raise ValueError("not a JPEG or PNG image") from None
-
-
-def find_saved_model(model_dir: str) -> str:
-    """The SavedModel in a pushed version dir, a serving base dir (newest version) or a
-    Trainer model artifact (Format-Serving/); local or on a tf.io.gfile file system."""
-    def holds_model(path: str) -> bool:
-        return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
-
-    if holds_model(model_dir):
-        return model_dir
-    trainer_layout = os.path.join(model_dir, "Format-Serving")
-    if holds_model(trainer_layout):
-        return trainer_layout
-    versions = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)
-                if name.rstrip("/").isdigit()] if tf.io.gfile.isdir(model_dir) else []
-    versions = [v for v in versions if holds_model(os.path.join(model_dir, v))]
-    if versions:
-        return os.path.join(model_dir, max(versions, key=int))
-    raise FileNotFoundError(f"no SavedModel in {model_dir} (expected saved_model.pb, "
-                            "Format-Serving/ or numbered version folders)")
-
-
-def load_model(model_dir: str) -> tf.keras.Model:
-    """The Keras model inside an exported SavedModel, with its layers (needs save_format tf)."""
-    path = find_saved_model(model_dir)
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError) as error:
-        raise gradcam.GradCamError(f"{path} holds no Keras model: {error}") from None
 
 
 def _file_stem(index: int, name: str) -> str:
@@ -213,9 +185,10 @@ def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
             cases.append(Case(os.path.basename(path), prepare.prepare_image(data).encoded))
         except prepare.Rejected as rejection:
             raise ValueError(f"{path}: {rejection}") from None
-    model = load_model(model_dir)
+    model = layout.load_keras_model(model_dir)
     return explain(model, cases, out_dir, options,
-                   {"model": find_saved_model(model_dir), "images": ", ".join(paths)}, progress)
+                   {"model": layout.find_saved_model(model_dir), "images": ", ".join(paths)},
+                   progress)
 
 
 def summary_lines(summary: Dict[str, Any]) -> List[str]:

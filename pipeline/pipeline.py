@@ -13,8 +13,8 @@ from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCardGenerator
 from components.runtime import component as runtime
-from evaluation.thresholds import THRESHOLD_KEYS
 from components.serving_pusher.component import ServingPusher
+from evaluation.thresholds import THRESHOLD_KEYS
 from models import features
 from pipeline.config import PipelineConfig
 

@@ -52,17 +52,12 @@ def _node_state(config: PipelineConfig, node: str):
 
 def _training_figure(model_uri: str) -> str:
     """The kept epoch's eval loss, from the summary the Trainer saves beside the model."""
-    import tensorflow as tf
+    from models import assets_extra
+    from serving import layout
 
-    from explain.gradcam_report import find_saved_model
-    from models import features
-
-    path = os.path.join(find_saved_model(model_uri), features.SERVING_EXTRAS_DIR,
-                        features.TRAINING_SUMMARY_FILE)
-    if not tf.io.gfile.exists(path):
+    summary = assets_extra.read_training_summary(layout.find_saved_model(model_uri))
+    if summary is None:
         return ""
-    with tf.io.gfile.GFile(path) as f:
-        summary = json.load(f)
     best = summary["best_epoch"]
     return (f"eval loss {summary['eval_loss_per_epoch'][best - 1]:.3f} "
             f"(epoch {best} of {summary['epochs_run']} kept)")

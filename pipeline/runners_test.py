@@ -17,8 +17,8 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_t
 from components import code_digest
 from components.curated_schema.executor import file_sha256
 from components.runtime import executor
-from evaluation.thresholds import THRESHOLD_KEYS
 from conftest import REPO_ROOT
+from evaluation.thresholds import THRESHOLD_KEYS
 from pipeline import runners, spec_runner
 from pipeline.config import IMAGE_PROJECT_DIR, IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline

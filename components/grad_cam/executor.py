@@ -15,6 +15,7 @@ from tfx.utils import io_utils
 from components import code_digest
 from explain import gradcam, gradcam_report
 from models import features
+from serving import layout
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -159,7 +160,7 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
         split = exec_properties[SPLIT_KEY]
 
-        model = gradcam_report.load_model(model_artifact.uri)
+        model = layout.load_keras_model(model_artifact.uri)
         cam = gradcam.GradCam(model, gradcam.find_target_layer(
             model, exec_properties[TARGET_LAYER_KEY] or None))
         scanned = scan_split(examples, split, cam)
@@ -184,8 +185,8 @@ class Executor(base_executor.BaseExecutor):
         logging.info("GradCam: explaining %d of %d %s images", len(chosen),
                      len(scanned.positions), split)
         options = gradcam_report.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
-                                  steps=exec_properties[STEPS_KEY],
-                                  target_layer=cam.target.qualified_name)
+                                         steps=exec_properties[STEPS_KEY],
+                                         target_layer=cam.target.qualified_name)
         # Written locally, then copied: the artifact may live on Cloud Storage.
         with tempfile.TemporaryDirectory() as local_dir:
             cases = cases_at(examples, split, [scanned.positions[i] for i in chosen])

@@ -10,11 +10,11 @@ from tfx import types
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.grad_cam import component, executor
+from components.image_example_gen.executor import accepted_to_example
+from conftest import make_subset, upload
 from explain import gradcam_report
 from explain.conftest import last_relu_name
 from imaging import ingest
-from components.image_example_gen.executor import accepted_to_example
-from conftest import make_subset, upload
 from models import features
 
 BROKEN_PATIENT = "broken"

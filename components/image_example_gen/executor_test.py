@@ -10,9 +10,9 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 
 from components import code_digest
 from components.image_example_gen import component, executor
+from conftest import make_subset, upload
 from imaging import ingest, quarantine
 from imaging.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
-from conftest import make_subset, upload
 from models import features
 
 
