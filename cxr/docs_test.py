@@ -1,6 +1,8 @@
 """The README and docs/ pages against the project: every relative link and anchor resolves,
-and every `cxr` command they show exists with the flags they give it."""
+every project path they name exists, and every `cxr` command they show exists with the flags
+they give it."""
 import contextlib
+import glob
 import io
 import os
 import re
@@ -19,6 +21,10 @@ LINK = re.compile(r"!?\[(?:[^\]]|\][^(])*?\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
 COMMAND = re.compile(r"(?:^|[\s/])cxr((?:\s+--[a-z-]+)*)\s+([a-z][a-z-]*)")
+# A path into the project as the pages write it in code: `models/trainer.py`,
+# `components/<name>/`, `models/trainer.BestEpoch` (a module's attribute).
+PROJECT_PATH = re.compile(r"(?<![\w/.$<-])((?:cxr|pipeline|components|imaging|models|serving|app"
+                          r"|schemas|data|notebooks|bench|docs|\.ci)/[\w./*<>-]*)")
 FLAG = re.compile(r"(?<![\w=-])--([a-z][a-z0-9-]*)(?=[\s=\]|,)]|$)")
 
 
@@ -66,11 +72,28 @@ def broken_links(path: str) -> Iterator[str]:
             yield f"{target}: no heading with that anchor"
 
 
+def code_spans(text: str) -> List[str]:
+    return [block.group(0) for block in FENCE.finditer(text)] + INLINE_CODE.findall(
+        FENCE.sub("", text))
+
+
+def missing_paths(path: str) -> Iterator[str]:
+    for span in code_spans(read(path)):
+        for shown in PROJECT_PATH.findall(span):
+            pattern = re.sub(r"<[^>]*>", "*", shown.rstrip("/."))
+            stem, dot, suffix = pattern.rpartition(".")
+            if dot and "/" not in suffix:  # models/trainer.BestEpoch: the module's file
+                candidates = [pattern, stem + ".py", stem]
+            else:  # a folder, or a module named without .py
+                candidates = [pattern, pattern + ".py"]
+            if not any(glob.glob(os.path.join(REPO, candidate)) for candidate in candidates):
+                yield shown
+
+
 def shown_commands(text: str) -> Iterator[Tuple[str, Set[str]]]:
     """(command, flags) for every `cxr COMMAND ...` in code blocks and inline code."""
-    pieces = [block.group(0).replace("\\\n", " ") for block in FENCE.finditer(text)]
-    pieces += INLINE_CODE.findall(FENCE.sub("", text))
-    for piece in pieces:
+    for piece in code_spans(text):
+        piece = piece.replace("\\\n", " ")
         for line in piece.splitlines():
             match = COMMAND.search(line)
             if match and match.group(2) in COMMANDS:
@@ -92,6 +115,12 @@ def test_every_relative_link_and_anchor_resolves():
     assert not broken, "\n".join(broken)
 
 
+def test_every_project_path_named_exists():
+    missing = [f"{os.path.relpath(path, REPO)}: {shown}"
+               for path in doc_files() for shown in missing_paths(path)]
+    assert not missing, "\n".join(missing)
+
+
 def test_every_cxr_command_shown_exists_with_its_flags():
     flags_of = {command: known_flags(command) for command in COMMANDS
                 if command not in FLAGS_NEED_TENSORFLOW}
@@ -107,10 +136,12 @@ def test_every_cxr_command_shown_exists_with_its_flags():
     assert not unknown, "\n".join(unknown)
 
 
-def test_the_checks_catch_a_broken_link_and_an_unknown_flag(tmp_path):
+def test_the_checks_catch_a_broken_link_a_missing_path_and_an_unknown_flag(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("# Title\n[ok](#title) [gone](missing.md) [bad](#nowhere)\n"
-                    "```bash\n.venv/bin/cxr run --data-dir DIR \\\n    --no-such-flag\n```\n")
+                    "```bash\n.venv/bin/cxr run --data-dir DIR \\\n    --no-such-flag\n```\n"
+                    "`models/trainer.BestEpoch`, `components/<name>/`, `models/gone.py`\n")
     assert sorted(broken_links(str(page))) == ["#nowhere: no heading with that anchor",
                                                "missing.md: no such file"]
     assert list(shown_commands(page.read_text())) == [("run", {"data-dir", "no-such-flag"})]
+    assert list(missing_paths(str(page))) == ["models/gone.py"]
