@@ -85,7 +85,7 @@ def _share(row: Dict[str, int]) -> str:
 
 def markdown(results: Dict[str, object]) -> str:
     measured = results["report"]
-    model = os.sep.join(os.path.normpath(results["version_dir"]).split(os.sep)[-2:])
+    model = report.model_label(results["version_dir"])
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
         f"{results['machine']['git_commit']} on the model `{model}`; held-out films: the "

@@ -299,7 +299,7 @@ def markdown(results: Dict[str, object]) -> str:
         f"start, {' / '.join(f'{x:.2f}' for x in results['load_average_at_end'])} at the end "
         f"(1/5/15 min; {results['machine']['logical_cores']} cores, shared with other jobs).",
         "",
-        f"- Model: `{model['version_dir']}` ({model['image_size']} px)",
+        f"- Model: `{report.model_label(model['version_dir'])}` ({model['image_size']} px)",
         f"- Load: {spec['clients']} concurrent clients, {spec['requests']} requests of 1-"
         f"{spec['max_batch']} images per API, {spec['bad_fraction']:.0%} of them holding one or "
         f"two undecodable inputs; {len(results['good_images'])} real films, each answer "

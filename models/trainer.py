@@ -1,7 +1,7 @@
 """Trainer's module: input pipeline, two-phase training and the exported signatures.
 
-Transformed images are not materialised (see README): the input pipeline reads the raw
-ExampleGen records and applies the Transform graph on the fly.
+Transformed images are not materialised (docs/pipeline.md, Transform): the input pipeline
+reads the raw ExampleGen records and applies the Transform graph on the fly.
 """
 import json
 import math

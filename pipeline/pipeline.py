@@ -119,7 +119,7 @@ def create_pipeline(config: PipelineConfig, schema_sha256: Optional[str] = None,
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
-    # materialize=False: Trainer applies the transform graph to raw examples (see README).
+    # materialize=False: Trainer applies the transform graph to raw examples (docs/pipeline.md).
     transform = runtime.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],

@@ -37,7 +37,7 @@ def test_model_name_defaults_to_the_folder_name_and_newest_version_is_served(
         served, tiny_pipeline):
     service, _ = served
     assert service.model_name == MODEL_NAME
-    # The pipeline ran twice and pushed twice (README); the second push is the newest.
+    # The pipeline ran twice and pushed twice (docs/running.md); the second push is the newest.
     assert service.version_dir == tiny_pipeline.second.pushed_model_dir
     assert service.version > int(os.path.basename(tiny_pipeline.first.pushed_model_dir))
 
