@@ -7,6 +7,7 @@ import pytest
 
 from app import predictors
 from conftest import SAMPLE_DIR
+from explain import gradcam_report
 from models import features
 from serving import layout, server
 
@@ -35,7 +36,7 @@ def test_local_predictions_are_the_serving_signature_and_grad_cam_sees_the_same_
     assert list(predictions[0].probabilities) == features.CLASS_NAMES
     # Grad-CAM's Keras model, fed the same preprocessing, gives the same probabilities.
     np.testing.assert_allclose(local.cam.predict(np.stack(
-        [predictors.explain.decode(image, local.cam.image_size) for image in images])),
+        [gradcam_report.decode(image, local.cam.image_size) for image in images])),
         expected_probabilities, atol=1e-5)
 
 
