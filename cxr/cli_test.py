@@ -118,7 +118,7 @@ def test_check_data_skips_unknown_labels_only_when_asked_and_apart_from_bad_file
     assert cli.main(["check-data", "--data-dir", data_dir, "--ignore-unknown-labels"]) == 0
     out = capsys.readouterr().out
     assert "0 quarantined" in out and "Quarantine report" not in out
-    assert out.splitlines()[-1] == ("Skipped on request (--ignore-unknown-labels): 1 files, not "
+    assert out.splitlines()[-1] == ("Skipped on request (--ignore-unknown-labels): 1 file, not "
                                     "counted as quarantined (Lung_Opacity 1)")
     assert sorted(os.listdir(tmp_path)) == ["data"]
     report = tmp_path / "q.json"

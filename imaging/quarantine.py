@@ -125,8 +125,9 @@ class IngestionReport:
         if self.skipped:
             labels = ", ".join(f"{label or '(empty)'} {count}"
                                for label, count in self.skipped_per_label().items())
-            lines.append(f"Skipped on request (--ignore-unknown-labels): {len(self.skipped)} "
-                         f"files, not counted as quarantined ({labels})")
+            files = f"{len(self.skipped)} file{'' if len(self.skipped) == 1 else 's'}"
+            lines.append(f"Skipped on request (--ignore-unknown-labels): {files}, not counted "
+                         f"as quarantined ({labels})")
         return lines
 
     def to_json(self) -> dict:
