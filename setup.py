@@ -22,7 +22,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9,<3.12",
     packages=find_packages(include=["cxr", "cxr.*", "pipeline", "pipeline.*", "components",
-                                    "components.*", "imaging", "imaging.*", "models", "models.*",
+                                    "components.*", "imaging", "imaging.*", "explain", "explain.*",
+                                    "evaluation", "evaluation.*", "models", "models.*",
                                     "schemas", "serving", "serving.*", "app", "app.*"]),
     package_data={"models": ["weights/*.h5", "weights/*.md"], "schemas": ["*.pbtxt"]},
     install_requires=[
