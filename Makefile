@@ -13,7 +13,7 @@ EXTRAS := app,export,vertex,test,bench
 install: $(VENV)/.installed
 
 # tfx 1.16.0 declares Requires-Python <3.11 although its whole stack ships and supports 3.11
-# wheels, hence --ignore-requires-python (see docs/ENVIRONMENT notes in the README).
+# wheels, hence --ignore-requires-python (see Environment notes in the README).
 $(VENV)/.installed: setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip==24.3.1"
