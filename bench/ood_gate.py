@@ -112,7 +112,7 @@ def model_description(version_dir: str) -> str:
 
 def markdown(results: Dict[str, object]) -> str:
     measured = results["report"]
-    model = os.sep.join(os.path.normpath(results["version_dir"]).split(os.sep)[-2:])
+    model = report.model_label(results["version_dir"])
     described = f" ({results['model']})" if results.get("model") else ""
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
@@ -156,11 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=DOC_FILE)
     args = parser.parse_args(argv)
 
-    from components.grad_cam import explain
     from models import features
-    from serving import export
+    from serving import export, layout
 
-    version_dir = explain.find_saved_model(args.model_dir)
+    version_dir = layout.find_saved_model(args.model_dir)
     held_out, patients = zip(*export.split_examples(args.examples, "test",
                                                     key=features.PATIENT_ID_KEY))
     results = {"machine": measure.machine(), "version_dir": version_dir,
