@@ -52,7 +52,7 @@ def evaluate(version_dir: str, held_out: Sequence[bytes], patients: Sequence[str
              ) -> Dict[str, object]:
     """Share flagged per category; the held-out share with its 95% interval, clustered by
     patient (films of one patient are not independent), as the model card computes it."""
-    from components.model_card import metrics
+    from evaluation import metrics
     from imaging import prepare
 
     films = [(f"test-{index}", image) for index, image in enumerate(held_out)][::4]
@@ -92,13 +92,11 @@ def _share(row: Dict[str, int]) -> str:
 
 def model_description(version_dir: str) -> str:
     """What the model is, from the training.json the Trainer writes beside it."""
-    from models import builders, features
+    from models import assets_extra, builders
 
-    path = os.path.join(version_dir, features.SERVING_EXTRAS_DIR, features.TRAINING_SUMMARY_FILE)
-    if not os.path.isfile(path):
+    summary = assets_extra.read_training_summary(version_dir)
+    if summary is None:
         return ""
-    with open(path, encoding="utf-8") as f:
-        summary = json.load(f)
     config = summary.get("config", {})
     text = (f"{config.get('model', '?')}, {config.get('image_size', '?')} px, "
             f"{summary.get('epochs_run', '?')} epochs, the weights of epoch "
