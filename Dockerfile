@@ -1,6 +1,6 @@
 # The pipeline image: every Vertex AI Pipelines step, the Vertex AI Training job and the
-# Dataflow workers run this. Build it from the repository root (README: "Local, Vertex AI
-# and Dataflow").
+# Dataflow workers run this. Build it from the repository root (see docs/running.md,
+# "Vertex AI Pipelines").
 #
 # The official TFX image of the version constraints.txt pins already holds the whole stack
 # (TFX, TensorFlow, tf-keras, TFMA, Beam, KFP); its entrypoint is Beam's SDK harness, which

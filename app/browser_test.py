@@ -120,7 +120,8 @@ def start_app(tmp_path):
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.isfile(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+        pytest.fail(f"{CHROMIUM} is missing: sudo apt-get install -y chromium (make test does "
+                    "it when run as root)")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)

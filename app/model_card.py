@@ -1,4 +1,4 @@
-"""The model card a pushed version carries (features.MODEL_CARD_PATH) and its headline numbers.
+"""The model card a pushed version carries (assets_extra.MODEL_CARD_PATH) and its headline numbers.
 
 A person judging a prediction needs to know which model made it and how uncertain its test
 figures are, so the page shows the version and each headline metric with its 95% interval.
@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from models import features
+from models import assets_extra, features
 
 COVID_CLASS = features.CLASS_NAMES[features.COVID_CLASS_ID]
 # (label on the page, path of the metric inside the card's test_metrics)
@@ -37,7 +37,7 @@ class Metric:
 
 def read_model_card(version_dir: str) -> Optional[Dict[str, Any]]:
     """The card of a pushed version, or None when the version has none."""
-    path = os.path.join(version_dir, features.MODEL_CARD_PATH)
+    path = os.path.join(version_dir, assets_extra.MODEL_CARD_PATH)
     if not os.path.isfile(path):
         return None
     try:

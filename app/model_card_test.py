@@ -5,7 +5,7 @@ import os
 import pytest
 
 from app import model_card
-from models import features
+from models import assets_extra, features
 
 
 def metric(value, low, high):
@@ -13,7 +13,7 @@ def metric(value, low, high):
 
 
 def card_data() -> dict:
-    """A card shaped like the Pusher's contract (features.MODEL_CARD_PATH)."""
+    """A card shaped like the Pusher's contract (assets_extra.MODEL_CARD_PATH)."""
     per_class = {name: {"sensitivity": metric(0.5, 0.2, 0.8), "ppv": metric(0.6, 0.3, 0.9),
                         "f1": metric(0.55, 0.25, 0.8), "auc": metric(0.7, 0.5, 0.9)}
                  for name in features.CLASS_NAMES}
@@ -27,7 +27,7 @@ def card_data() -> dict:
 
 
 def write_card(version_dir: str, card) -> None:
-    path = os.path.join(version_dir, features.MODEL_CARD_PATH)
+    path = os.path.join(version_dir, assets_extra.MODEL_CARD_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write(card if isinstance(card, str) else json.dumps(card))

@@ -7,49 +7,16 @@ import pytest
 
 from app import predictors
 from conftest import SAMPLE_DIR
+from explain import gradcam_report
 from models import features
-from serving import server
+from serving import layout, server
 
 IMAGES = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[:3]
 
 
-def _version(path) -> str:
-    os.makedirs(path)
-    open(os.path.join(path, "saved_model.pb"), "wb").close()
-    return str(path)
-
-
-def test_resolve_accepts_serving_dir_model_dir_or_version(tmp_path):
-    _version(tmp_path / "cxr_classifier" / "7")
-    newest = _version(tmp_path / "cxr_classifier" / "12")
-    expected = predictors.ModelVersion("cxr_classifier", "12", newest)
-    assert predictors.resolve_model_dir(str(tmp_path)) == expected
-    assert predictors.resolve_model_dir(str(tmp_path / "cxr_classifier")) == expected
-    assert predictors.resolve_model_dir(newest) == expected
-    older = str(tmp_path / "cxr_classifier" / "7")
-    assert predictors.resolve_model_dir(older).version == "7"
-
-
-def test_resolve_needs_a_name_when_several_models_are_pushed(tmp_path):
-    _version(tmp_path / "cxr_classifier" / "1")
-    other = _version(tmp_path / "cxr_baseline" / "3")
-    with pytest.raises(server.ModelDirError) as error:
-        predictors.resolve_model_dir(str(tmp_path))
-    assert str(error.value) == (f"{tmp_path} holds the models cxr_baseline, cxr_classifier: "
-                                "choose one with --model-name")
-    assert predictors.resolve_model_dir(str(tmp_path), "cxr_baseline").directory == other
-
-
-def test_resolve_explains_missing_models(tmp_path):
-    with pytest.raises(server.ModelDirError, match="model directory not found"):
-        predictors.resolve_model_dir(str(tmp_path / "nope"))
-    with pytest.raises(server.ModelDirError, match="no numbered SavedModel versions"):
-        predictors.resolve_model_dir(str(tmp_path))
-
-
 @pytest.fixture(scope="module")
 def local(tiny_pipeline):
-    model = predictors.resolve_model_dir(os.path.dirname(tiny_pipeline.first.pushed_model_dir))
+    model = layout.resolve(os.path.dirname(tiny_pipeline.first.pushed_model_dir))
     return predictors.LocalPredictor(model)
 
 
@@ -69,7 +36,7 @@ def test_local_predictions_are_the_serving_signature_and_grad_cam_sees_the_same_
     assert list(predictions[0].probabilities) == features.CLASS_NAMES
     # Grad-CAM's Keras model, fed the same preprocessing, gives the same probabilities.
     np.testing.assert_allclose(local.cam.predict(np.stack(
-        [predictors.explain.decode(image, local.cam.image_size) for image in images])),
+        [gradcam_report.decode(image, local.cam.image_size) for image in images])),
         expected_probabilities, atol=1e-5)
 
 

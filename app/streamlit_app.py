@@ -15,9 +15,9 @@ import streamlit as st
 from PIL import Image
 
 from app import launch, model_card, predictors, uploads
-from components.grad_cam import gradcam
+from explain import gradcam
 from models import features
-from serving import client, server
+from serving import client, layout
 
 DISCLAIMER = ("**Research and education only. This is not a diagnostic device:** never use "
               "its output to diagnose, triage or treat anyone. The model learned from small "
@@ -29,7 +29,7 @@ NO_HEATMAP = ("Grad-CAM heatmap unavailable: it needs the model's weights in thi
 
 @st.cache_resource(show_spinner="Loading the model (once per app start)…")
 def local_predictor(name: str, version: str, directory: str) -> predictors.LocalPredictor:
-    return predictors.LocalPredictor(predictors.ModelVersion(name, version, directory))
+    return predictors.LocalPredictor(layout.ModelVersion(name, version, directory))
 
 
 @st.cache_resource(show_spinner="Checking the server's signature…")
@@ -163,11 +163,11 @@ def main() -> None:
         options = launch.parse_page_arguments(sys.argv[1:])
         local = remote = None
         if options.model_dir:
-            model = predictors.resolve_model_dir(options.model_dir, options.model_name)
+            model = layout.resolve(options.model_dir, options.model_name)
             local = local_predictor(model.name, model.version, model.directory)
         if options.server:
             remote = remote_predictor(options.server, options.model_name)
-    except (launch.LaunchError, server.ModelDirError, gradcam.GradCamError,
+    except (launch.LaunchError, layout.ModelDirError, gradcam.GradCamError,
             client.ServingError) as error:
         st.error(f"The app cannot start: {error}")
         st.stop()

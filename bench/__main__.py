@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
 from bench import e2e, measure, report, serving_bench, throughput
-from models import features
+from models import architectures
 
 SHARED_DATA_DIR = os.path.join(os.path.dirname(measure.REPO_ROOT), "shared", "data", "cxr3")
 SAMPLE_DATA_DIR = os.path.join(measure.REPO_ROOT, "data", "sample")
@@ -32,7 +32,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         prog="python -m bench", description="Benchmarks of the pipeline against plain Keras "
         "and raw decoding; writes the JSON results and the table in docs/benchmarks.md.")
     parser.add_argument("--data-dir", help=f"default: {SHARED_DATA_DIR}, else data/sample")
-    parser.add_argument("--model", choices=features.MODEL_NAMES, default=e2e.Settings.model)
+    parser.add_argument("--model", choices=architectures.MODEL_NAMES, default=e2e.Settings.model)
     parser.add_argument("--epochs", type=int, default=e2e.Settings.epochs)
     parser.add_argument("--image-size", type=int, default=e2e.Settings.image_size)
     parser.add_argument("--batch-size", type=int, default=e2e.Settings.batch_size)
@@ -51,7 +51,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 
 def run_all(args: argparse.Namespace, work_dir: str) -> dict:
-    from components.image_example_gen import ingest
+    from imaging import ingest
     from pipeline.config import PipelineConfig
     from pipeline.summary import summarize
     from serving import export
@@ -121,7 +121,7 @@ def _quiet_libraries() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     _quiet_libraries()
-    from components.image_example_gen.ingest import DataError
+    from imaging.ingest import DataError
 
     try:
         if args.work_dir:

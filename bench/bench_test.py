@@ -9,8 +9,8 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import measure, plain_keras, report, throughput
-from components.image_example_gen import ingest
 from conftest import make_subset
+from imaging import ingest
 
 PIPELINE_COMPONENTS = {"ImageExampleGen", "StatisticsGen", "Transform", "Trainer",
                        "Evaluator", "Pusher"}

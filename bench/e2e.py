@@ -129,7 +129,7 @@ def run_pipeline(settings: Settings, output_dir: str,
 
 def _card_accuracy(config) -> Dict[str, object]:
     """The run's test accuracy and its 95% patient-bootstrap interval, from the model card."""
-    from components.model_card import render
+    from evaluation import render
     from pipeline import summary
 
     card_dir = summary.summarize(config).model_card_dir

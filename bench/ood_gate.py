@@ -85,7 +85,7 @@ def _share(row: Dict[str, int]) -> str:
 
 def markdown(results: Dict[str, object]) -> str:
     measured = results["report"]
-    model = os.sep.join(os.path.normpath(results["version_dir"]).split(os.sep)[-2:])
+    model = report.model_label(results["version_dir"])
     lines = [
         f"Measured {results['machine']['started_utc']} UTC at commit "
         f"{results['machine']['git_commit']} on the model `{model}`; held-out films: the "
@@ -123,10 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=DOC_FILE)
     args = parser.parse_args(argv)
 
-    from components.grad_cam import explain
-    from serving import export
+    from serving import export, layout
 
-    version_dir = explain.find_saved_model(args.model_dir)
+    version_dir = layout.find_saved_model(args.model_dir)
     held_out = export.split_images(args.examples, "test")
     results = {"machine": measure.machine(), "version_dir": version_dir,
                "examples": args.examples, "report": evaluate(version_dir, held_out)}

@@ -20,8 +20,8 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
-from components.image_example_gen import ingest
-from models import features, trainer
+from imaging import ingest
+from models import architectures, features, trainer
 
 
 def split_records(records: Sequence[ingest.ImageRecord], proportions: Sequence[int]
@@ -86,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--work-dir", required=True, help="the saved model goes here")
-    parser.add_argument("--model", choices=features.MODEL_NAMES,
+    parser.add_argument("--model", choices=architectures.MODEL_NAMES,
                         default=trainer.DEFAULTS["model"])
     parser.add_argument("--epochs", type=int, default=trainer.DEFAULTS["epochs"])
     parser.add_argument("--image-size", type=int, default=trainer.DEFAULTS["image_size"])

@@ -46,7 +46,7 @@ def end_to_end_summary(e2e: Dict[str, object]) -> Dict[str, object]:
 
 
 def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
-    """The issue's goals, each with the measured value and whether it was met."""
+    """The benchmark's goals, each with the measured value and whether it was met."""
     e2e = results["end_to_end"]
     ingestion = results["ingestion"]
     serving = results["serving"]
@@ -240,6 +240,11 @@ def markdown(results: Dict[str, object]) -> str:
     lines += ["", f"gRPC (`cxr serve` in this process, loopback) adds "
               f"{serving['grpc_overhead_p50_ms_batch1']:.2f} ms p50 at batch 1."]
     return "\n".join(lines)
+
+
+def model_label(version_dir: str) -> str:
+    """A served model as `<model name>/<version>`: what names it, not where it sat on disk."""
+    return os.sep.join(os.path.normpath(version_dir).split(os.sep)[-2:])
 
 
 def replace_section(path: str, begin: str, end: str, body: str, missing: str) -> None:

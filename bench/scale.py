@@ -279,7 +279,7 @@ def write_markdown(results: dict, doc: str, plot_path: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     source = args.source or (SHARED_SOURCE if os.path.isdir(SHARED_SOURCE) else SAMPLE_SOURCE)
-    from components.image_example_gen.ingest import DataError
+    from imaging.ingest import DataError
 
     previous = []
     if not args.fresh and os.path.isfile(args.results):

@@ -15,7 +15,7 @@ from typing import Dict, Optional, Sequence
 
 from PIL import Image, ImageEnhance
 
-from components.image_example_gen import ingest
+from imaging import ingest
 from models import features
 
 # Written last: a folder without it (an interrupted build) is rebuilt.

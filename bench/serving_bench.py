@@ -22,10 +22,11 @@ def version_folder(model_uri: str, serving_dir: str) -> str:
     or short runs may not be blessed, and their serving cost is the same.
     """
     from pipeline.config import PipelineConfig
+    from serving import layout
 
-    version_dir = os.path.join(serving_dir, PipelineConfig.serving_model_name, "1")
+    version_dir = layout.version_dir(serving_dir, PipelineConfig.serving_model_name, "1")
     os.makedirs(os.path.dirname(version_dir), exist_ok=True)
-    os.symlink(os.path.join(model_uri, "Format-Serving"), version_dir)
+    os.symlink(layout.find_saved_model(model_uri), version_dir)
     return version_dir
 
 
@@ -58,14 +59,14 @@ def _backends(version_dir: str, work_dir: str) -> Tuple[Dict[str, tuple], tuple]
     import tensorflow as tf
 
     from models import features
-    from serving import client, export, server
+    from serving import client, export, layout, server
 
     signature = tf.saved_model.load(version_dir).signatures[features.SERVING_SIGNATURE]
     running = server.start_server(os.path.dirname(version_dir), port=0)
     grpc_client = client.PredictionClient(f"{server.LOOPBACK}:{running.grpc_port}",
                                           running.servable.model_name,
                                           batch_size=max(BATCH_SIZES))
-    model = export.load_keras_model(version_dir)
+    model = layout.load_keras_model(version_dir)
     onnx_path = os.path.join(work_dir, "model.onnx")
     tflite_path = os.path.join(work_dir, "model.tflite")
     export.export_onnx(model, onnx_path)
@@ -85,10 +86,10 @@ def _backends(version_dir: str, work_dir: str) -> Tuple[Dict[str, tuple], tuple]
 
 def run(version_dir: str, images: List[bytes], work_dir: str, requests: int,
         repeats: int) -> Dict[str, object]:
-    from serving import export
+    from serving import export, layout
 
     os.makedirs(work_dir, exist_ok=True)
-    size = export.image_size(export.load_keras_model(version_dir))
+    size = export.image_size(layout.load_keras_model(version_dir))
     start = time.perf_counter()
     decoded = list(export.decode_images(images, size))
     decode_ms = (time.perf_counter() - start) * 1000 / len(images)

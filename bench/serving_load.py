@@ -299,7 +299,7 @@ def markdown(results: Dict[str, object]) -> str:
         f"start, {' / '.join(f'{x:.2f}' for x in results['load_average_at_end'])} at the end "
         f"(1/5/15 min; {results['machine']['logical_cores']} cores, shared with other jobs).",
         "",
-        f"- Model: `{model['version_dir']}` ({model['image_size']} px)",
+        f"- Model: `{report.model_label(model['version_dir'])}` ({model['image_size']} px)",
         f"- Load: {spec['clients']} concurrent clients, {spec['requests']} requests of 1-"
         f"{spec['max_batch']} images per API, {spec['bad_fraction']:.0%} of them holding one or "
         f"two undecodable inputs; {len(results['good_images'])} real films, each answer "
@@ -346,9 +346,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--doc", default=DOC_FILE)
     args = parser.parse_args(argv)
 
-    from serving import export, server
+    from serving import export, layout
 
-    version_dir = server.newest_version(args.model_dir)[1]
+    version_dir = layout.newest_version(args.model_dir)[1]
     paths = sorted(glob.glob(os.path.join(args.images, "*.jp*g"))
                    + glob.glob(os.path.join(args.images, "*.png")))
     good = [open(path, "rb").read() for path in paths]
@@ -358,7 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     expected = expected_outputs(version_dir, good)
     results = {"machine": measure.machine(), "spec": dataclasses.asdict(spec),
                "model": {"version_dir": version_dir, "image_size": export.image_size(
-                   export.load_keras_model(version_dir))},
+                   layout.load_keras_model(version_dir))},
                "good_images": [os.path.basename(p) for p in paths]}
     grpc_port, rest_port = _free_port(), _free_port()
     process = _start_server(args.model_dir, grpc_port, rest_port)

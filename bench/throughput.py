@@ -68,7 +68,7 @@ EXAMPLE_GEN_SMALL_PER_CLASS = 2
 
 def _write_manifest(records: Sequence, folder: str) -> str:
     """A manifest.csv naming the files by absolute path, so any layout reads the same way."""
-    from components.image_example_gen import ingest
+    from imaging import ingest
     from models import features
 
     columns = {"file": "path", "label": "label", **ingest.MANIFEST_OPTIONAL_COLUMNS,

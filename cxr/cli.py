@@ -16,7 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # message must stay one line.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\.")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
-from models import features  # noqa: E402
+from explain import gradcam_defaults  # noqa: E402
+from models import architectures, features  # noqa: E402
 
 
 class UsageError(Exception):
@@ -50,7 +51,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="local runs: pipeline root, metadata and serving_model/ go here")
     parser.add_argument("--pipeline-root", help="default: OUTPUT_DIR/pipelines/PIPELINE_NAME")
     parser.add_argument("--serving-dir", help="Pusher's target; default: OUTPUT_DIR/serving_model")
-    parser.add_argument("--model", choices=features.MODEL_NAMES)
+    parser.add_argument("--model", choices=architectures.MODEL_NAMES)
     parser.add_argument("--weights", metavar="PATH|imagenet|none",
                         help="backbone start: default the bundled ImageNet weights "
                              "(mobilenet_v2, efficientnet_lite0) or Keras' download "
@@ -145,7 +146,7 @@ def _add_compare_parser(commands) -> None:
         "compare", help="train several architectures or recipes on the same split and compare "
                         "them", argument_default=argparse.SUPPRESS)
     compare.add_argument("--models", help="comma-separated, from: " + ", ".join(
-        features.MODEL_NAMES) + f" (default {DEFAULT_COMPARED_MODELS} unless --variant is "
+        architectures.MODEL_NAMES) + f" (default {DEFAULT_COMPARED_MODELS} unless --variant is "
         "given)")
     compare.add_argument("--variant", dest="variants", action="append", metavar="NAME=FLAGS",
                          help="one more candidate: `cxr run` settings under a name, e.g. "
@@ -200,11 +201,11 @@ def _compare(args: argparse.Namespace) -> int:
         raise UsageError("--variant names must differ")
     models_text = getattr(args, "models", "" if variants else DEFAULT_COMPARED_MODELS)
     model_names = [m.strip() for m in models_text.split(",") if m.strip()]
-    unknown = [m for m in model_names if m not in features.MODEL_NAMES]
+    unknown = [m for m in model_names if m not in architectures.MODEL_NAMES]
     names = model_names + list(variants)
     if unknown or len(set(names)) < 2 or len(set(names)) != len(names):
         raise UsageError(f"compare needs two or more different candidates: --models names "
-                         f"from {', '.join(features.MODEL_NAMES)} and --variant names; got "
+                         f"from {', '.join(architectures.MODEL_NAMES)} and --variant names; got "
                          f"{', '.join(names) or 'none'}")
     if args.bootstrap_resamples < 100:
         raise UsageError("--bootstrap-resamples must be at least 100")
@@ -274,7 +275,18 @@ def _parameters(pairs: Sequence[str]) -> dict:
     return values
 
 
+def _require(command: str, extra: str) -> None:
+    """One line naming the install command when an optional part (setup.py's extras) is
+    missing, before any work starts."""
+    from cxr.requirements import missing_extra
+
+    problem = missing_extra(extra)
+    if problem:
+        raise UsageError(f"{command} {problem}")
+
+
 def _run_spec(args: argparse.Namespace) -> int:
+    _require("cxr run-spec", "vertex")
     _quiet_libraries()
     from pipeline import spec_runner
 
@@ -316,7 +328,7 @@ def _check_output_dir(path: str) -> None:
 
 def _check_inputs(config, models_and_weights: Sequence[Tuple[str, Optional[str]]]):
     """Fail before any pipeline step on unreadable data, a missing class or unusable weights."""
-    from components.image_example_gen import ingest
+    from imaging import ingest
     from models import builders
 
     try:
@@ -353,37 +365,39 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_check_data_parser(commands) -> None:
     check = commands.add_parser(
-        "check-data", help="run ingestion's file checks alone and write the quarantine report",
+        "check-data", help="run ingestion's file checks alone; --report writes the quarantine "
+                           "report",
         argument_default=argparse.SUPPRESS)
     check.add_argument("--data-dir", required=True,
                        help="a folder per class, or a folder with manifest.csv")
-    check.add_argument("--report", default=CHECK_DATA_REPORT, metavar="PATH",
-                       help="quarantine report to write: .json (everything) or .csv (one row "
-                            f"per rejected file); default {CHECK_DATA_REPORT}")
+    check.add_argument("--report", default=None, metavar="PATH",
+                       help="quarantine report to write: .json (everything, skipped files "
+                            "included) or .csv (one row per rejected file); default: none")
     _add_ingest_flags(check)
-
-
-CHECK_DATA_REPORT = "quarantine.csv"
 
 
 def _check_data(args: argparse.Namespace) -> int:
     """The executor's checks without TFX: exit 0 when `cxr run` would accept the data."""
-    from components.image_example_gen import ingest
+    from imaging import ingest
 
     config = _config_from_args(args)
-    _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
+    if args.report:
+        _check_output_dir(os.path.dirname(os.path.abspath(args.report)))
     try:
         _, report = ingest.check_data(config.data_dir, config.ingest_options, progress=True)
     except ingest.DataError as error:
         raise UsageError(str(error))
-    report.write(args.report)
+    if args.report:
+        report.write(args.report)
     print("\n".join(report.summary_lines()))
-    print(f"Quarantine report: {args.report}")
+    if args.report:
+        print(f"Quarantine report: {args.report}")
     report.raise_on_problems(args.report)
     return 0
 
 
 def _compile(args: argparse.Namespace) -> int:
+    _require("cxr compile", "vertex")
     from pipeline import runners
 
     config = _config_from_args(args)
@@ -399,6 +413,7 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    _require("cxr submit", "vertex")
     from pipeline import runners
     from pipeline.config import PipelineConfig, setting_source, settings_from_env
 
@@ -506,14 +521,14 @@ def _add_serve_parser(commands) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving import server
+    from serving import layout, server
 
     try:
         limits = server.Limits(max_batch_size=args.max_batch_size,
                                max_request_bytes=int(args.max_request_mb * 2 ** 20))
         running = server.start_server(args.model_dir, args.model_name, args.port,
                                       rest_port=args.rest_port, limits=limits)
-    except (server.ModelDirError, OSError, ValueError) as error:
+    except (layout.ModelDirError, OSError, ValueError) as error:
         raise UsageError(str(error))
     servable = running.servable
     rest = (f" and {server.LOOPBACK}:{running.rest_port} (REST)"
@@ -548,14 +563,16 @@ def _add_export_parser(commands, selected: bool) -> None:
 def _export(args: argparse.Namespace) -> int:
     import logging
 
-    from serving import export
+    from serving import export, layout
 
+    if args.format == "onnx":
+        _require("cxr export --format onnx", "export")
     if not args.verbose:
         logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     try:
         report = export.export(args.model_dir, args.format, args.output, args.examples,
                                progress=True)
-    except export.ExportError as error:
+    except (export.ExportError, layout.ModelDirError) as error:
         raise UsageError(str(error))
     print(report.summary())
     print(f"Wrote {args.output} and {export.parity_report_path(args.output)}")
@@ -574,24 +591,25 @@ def _add_gradcam_parser(commands) -> None:
                          help="report.html, summary.json and the PNGs go here")
     gradcam.add_argument("--target-layer", default=None,
                          help="e.g. backbone/out_relu; default: the last conv feature map")
-    gradcam.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity in overlays")
-    gradcam.add_argument("--steps", type=int, default=10,
+    gradcam.add_argument("--alpha", type=float, default=gradcam_defaults.OVERLAY_ALPHA,
+                         help="heatmap opacity in overlays")
+    gradcam.add_argument("--steps", type=int, default=gradcam_defaults.STEPS,
                          help="steps of the deletion and insertion curves")
 
 
 def _gradcam(args: argparse.Namespace) -> int:
-    from components.grad_cam import explain
+    from explain import gradcam_report
 
     _check_output_dir(args.out)
     try:
-        options = explain.Options(overlay_alpha=args.alpha, steps=args.steps,
-                                  target_layer=args.target_layer)
-        summary = explain.explain_files(args.images, args.model, args.out, options,
-                                        progress=True)
+        options = gradcam_report.Options(overlay_alpha=args.alpha, steps=args.steps,
+                                         target_layer=args.target_layer)
+        summary = gradcam_report.explain_files(args.images, args.model, args.out, options,
+                                               progress=True)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error))
-    print("\n".join(explain.summary_lines(summary)))
-    print(f"Report: {os.path.join(args.out, explain.REPORT_FILE)} (research and education "
+    print("\n".join(gradcam_report.summary_lines(summary)))
+    print(f"Report: {os.path.join(args.out, gradcam_report.REPORT_FILE)} (research and education "
           "only; not for clinical use)")
     return 0
 
@@ -612,17 +630,17 @@ def _add_app_parser(commands, selected: bool) -> None:
 
 def _app(args: argparse.Namespace) -> int:
     """Checks the model and flags, then runs the Streamlit server until Ctrl-C."""
+    _require("cxr app", "app")
     from app import launch
-    from app.predictors import resolve_model_dir
-    from serving.server import ModelDirError
+    from serving import layout
 
     try:
         options = launch.check_options(launch.AppOptions(args.model_dir, args.server,
                                                          args.model_name))
         if options.model_dir:
-            model = resolve_model_dir(options.model_dir, options.model_name)
+            model = layout.resolve(options.model_dir, options.model_name)
             print(f"Model {model.name!r} version {model.version} from {model.directory}")
-    except (launch.LaunchError, ModelDirError) as error:
+    except (launch.LaunchError, layout.ModelDirError) as error:
         raise UsageError(str(error))
     if not 0 < args.port < 65536:
         raise UsageError(f"--port must be between 1 and 65535, got {args.port}")

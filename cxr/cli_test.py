@@ -1,4 +1,3 @@
-import csv
 import glob
 import json
 import os
@@ -6,9 +5,9 @@ import shutil
 
 import pytest
 
-from components.image_example_gen.conftest import make_messy_data
 from conftest import make_subset
 from cxr import cli
+from imaging.conftest import make_messy_data
 
 
 def _error_line(capsys):
@@ -107,19 +106,28 @@ def test_check_data_passes_within_the_limit_and_writes_json(tmp_path, capsys):
     assert len(saved["quarantined"]) == 7 and len(saved["converted"]) == 2
 
 
-def test_check_data_quarantines_unknown_labels_only_when_asked(tmp_path, capsys):
+def test_check_data_skips_unknown_labels_only_when_asked_and_apart_from_bad_files(
+        tmp_path, capsys, monkeypatch):
+    """A skipped file is no rejected file: not in the CSV, not counted against the default
+    10% (1 of 7 files would be 14%); and no report is written unless asked."""
     data_dir = make_subset(str(tmp_path / "data"), per_class=2,
                            relabel={"images/normal_actualmed_0011.jpg": "Lung_Opacity"})
-    report = tmp_path / "q.csv"
-    assert cli.main(["check-data", "--data-dir", data_dir, "--report", str(report)]) == 2
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["check-data", "--data-dir", data_dir]) == 2
     assert "known labels: COVID-19, Pneumonia, Normal" in _error_line(capsys)
+    assert cli.main(["check-data", "--data-dir", data_dir, "--ignore-unknown-labels"]) == 0
+    out = capsys.readouterr().out
+    assert "0 quarantined" in out and "Quarantine report" not in out
+    assert out.splitlines()[-1] == ("Skipped on request (--ignore-unknown-labels): 1 file, not "
+                                    "counted as quarantined (Lung_Opacity 1)")
+    assert sorted(os.listdir(tmp_path)) == ["data"]
+    report = tmp_path / "q.json"
     assert cli.main(["check-data", "--data-dir", data_dir, "--report", str(report),
-                     "--ignore-unknown-labels", "--max-quarantined-fraction", "0.5"]) == 0
-    assert "      1  unknown label" in capsys.readouterr().out
-    rows = list(csv.DictReader(report.open()))
-    assert [(os.path.basename(r["path"]), r["reason"], r["detail"]) for r in rows] == [
-        ("normal_actualmed_0011.jpg", "unknown label",
-         "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
+                     "--ignore-unknown-labels"]) == 0
+    saved = json.loads(report.read_text())
+    assert saved["quarantined"] == []
+    assert [(os.path.basename(s["path"]), s["label"]) for s in saved["skipped"]] == [
+        ("normal_actualmed_0011.jpg", "Lung_Opacity")]
 
 
 def test_check_data_user_errors_are_one_line(tmp_path, capsys):

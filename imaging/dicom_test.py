@@ -10,7 +10,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit,
                          JPEGLSLossless, JPEGLSNearLossless, RLELossless)
 
-from components.image_example_gen import ingest
+from imaging import ingest
 from imaging import dicom, prepare
 from imaging.conftest import make_dicom
 from models import features

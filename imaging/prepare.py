@@ -47,7 +47,6 @@ TOO_LARGE = "image too large"
 BAD_DICOM = "unreadable DICOM"
 DUPLICATE = "duplicate image"
 MISSING = "file listed in the manifest does not exist"
-UNKNOWN_LABEL = "unknown label"
 
 
 @dataclasses.dataclass(frozen=True)

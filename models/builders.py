@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from tf_keras.src.applications import efficientnet as keras_efficientnet
 
-from models import features
+from models import architectures, features
 
 BACKBONE_NAME = "backbone"
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
@@ -106,13 +106,13 @@ def resolve_weights(model_name: str, weights: Optional[str] = None) -> Optional[
     `weights` is what the user asked for: None (the default for the model), NO_WEIGHTS,
     IMAGENET or a path. Refuses what would silently train a transfer model from scratch.
     """
-    if model_name == "baseline_cnn":
+    if model_name == architectures.BASELINE_CNN:
         if weights not in (None, NO_WEIGHTS):
             raise WeightsError("baseline_cnn is trained from scratch; --weights does not apply")
         return None
     if model_name not in BACKBONES:
         raise ValueError(f"unknown model {model_name!r}; choose one of "
-                         f"{', '.join(features.MODEL_NAMES)}")
+                         f"{', '.join(architectures.MODEL_NAMES)}")
     backbone = BACKBONES[model_name]
     if weights == NO_WEIGHTS:
         return None
@@ -189,7 +189,7 @@ def build_baseline_cnn(image_size: int = features.DEFAULT_IMAGE_SIZE,
         x = tf.keras.layers.ReLU()(x)
         x = tf.keras.layers.MaxPooling2D()(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
-    return tf.keras.Model(inputs, _head(x, dropout), name="baseline_cnn")
+    return tf.keras.Model(inputs, _head(x, dropout), name=architectures.BASELINE_CNN)
 
 
 def build_transfer(model_name: str, image_size: int = features.DEFAULT_IMAGE_SIZE,
@@ -230,13 +230,14 @@ def set_fine_tuning(model: tf.keras.Model, trainable_backbone_layers: int) -> No
 
 def build(name: str, image_size: int = features.DEFAULT_IMAGE_SIZE, dropout: float = 0.3,
           weights: Optional[str] = None) -> tf.keras.Model:
-    """The model `name` (features.MODEL_NAMES); `weights` as for resolve_weights."""
-    if name == "baseline_cnn":
+    """The model `name` (architectures.MODEL_NAMES); `weights` as for resolve_weights."""
+    if name == architectures.BASELINE_CNN:
         resolve_weights(name, weights)
         return build_baseline_cnn(image_size, dropout)
     if name in BACKBONES:
         return build_transfer(name, image_size, weights, dropout)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(features.MODEL_NAMES)}")
+    raise ValueError(f"unknown model {name!r}; choose one of "
+                     f"{', '.join(architectures.MODEL_NAMES)}")
 
 
 def has_backbone(model: tf.keras.Model) -> bool:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import builders, features
+from models import architectures, builders, features
 
 
 def _trainable_layers(model):
@@ -51,7 +51,7 @@ def test_missing_weights_file_is_refused(tmp_path):
 
 
 def test_every_model_name_has_a_builder():
-    assert set(builders.BACKBONES) | {"baseline_cnn"} == set(features.MODEL_NAMES)
+    assert set(builders.BACKBONES) == set(architectures.TRANSFER_MODELS)
 
 
 def test_efficientnet_lite0_loads_the_shipped_weights_and_its_own_normalisation(tmp_path):

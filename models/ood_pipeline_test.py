@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import SAMPLE_DIR
-from models import features, ood
+from models import assets_extra, features, ood
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -20,8 +20,8 @@ def _png(array: np.ndarray) -> bytes:
 
 def test_the_served_signature_carries_the_gate(tiny_pipeline):
     version_dir = tiny_pipeline.first.pushed_model_dir
-    with open(os.path.join(version_dir, features.SERVING_EXTRAS_DIR,
-                           features.TRAINING_SUMMARY_FILE)) as f:
+    with open(os.path.join(version_dir, assets_extra.DIR,
+                           assets_extra.TRAINING_SUMMARY_FILE)) as f:
         gate = json.load(f)["chest_xray_gate"]
     assert gate["eval_flagged"] <= ood.MAX_FLAGGED_EVAL and gate["eval_images"] >= 1
     assert gate["dimensions"] == [1280, 576]  # MobileNetV2: pooled features, block_13_expand_relu

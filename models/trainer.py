@@ -1,7 +1,7 @@
 """Trainer's module: input pipeline, two-phase training and the exported signatures.
 
-Transformed images are not materialised (see README): the input pipeline reads the raw
-ExampleGen records and applies the Transform graph on the fly.
+Transformed images are not materialised (docs/pipeline.md, Transform): the input pipeline
+reads the raw ExampleGen records and applies the Transform graph on the fly.
 """
 import json
 import math
@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import builders, calibration, features, ood
+from models import architectures, assets_extra, builders, calibration, features, ood
 
 # The default recipe, chosen on cxr4's eval split (docs/results/cxr4/): fine-tuning the whole
 # backbone for 16 epochs scored higher there than the top 30 layers for 10 epochs (macro-F1
@@ -47,7 +47,7 @@ def training_config(custom_config: Dict, hyperparameters: Optional[Dict] = None)
 
 def phase_epochs(model_name: str, epochs: int) -> Tuple[int, int]:
     """(head epochs, fine-tune epochs). Transfer models spend about 40% on the head first."""
-    if model_name == "baseline_cnn":
+    if model_name == architectures.BASELINE_CNN:
         return epochs, 0
     head = max(1, round(epochs * 0.4))
     return head, epochs - head
@@ -255,9 +255,9 @@ def calibrate(model: tf.keras.Model, validation: tf.data.Dataset) -> Dict[str, f
 
 def write_training_summary(summary: Dict, serving_model_dir: str) -> None:
     """training.json beside the model card's place in the SavedModel (assets.extra/)."""
-    extras = os.path.join(serving_model_dir, features.SERVING_EXTRAS_DIR)
+    extras = os.path.join(serving_model_dir, assets_extra.DIR)
     tf.io.gfile.makedirs(extras)
-    with tf.io.gfile.GFile(os.path.join(extras, features.TRAINING_SUMMARY_FILE), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(extras, assets_extra.TRAINING_SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
 
 

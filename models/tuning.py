@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from keras_tuner.engine import base_tuner
 from tfx import v1 as tfx
 
-from models import builders, trainer
+from models import architectures, builders, trainer
 
 OBJECTIVE = keras_tuner.Objective("val_loss", direction="min")
 DEFAULT_TRIALS = 4
@@ -29,7 +29,7 @@ def search_space(model_name: str) -> keras_tuner.HyperParameters:
     space.Choice("head_learning_rate", [1e-3, 3e-4])
     space.Choice("dropout", [0.2, 0.4])
     space.Choice("label_smoothing", [0.0, 0.1])
-    if model_name != "baseline_cnn":
+    if model_name != architectures.BASELINE_CNN:
         space.Choice("fine_tune_learning_rate", [1e-4, 3e-5])
         space.Choice("fine_tune_layers", [60, builders.ALL_LAYERS])
     return space

@@ -10,10 +10,10 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 import tensorflow_transform as tft
 
-from components.grad_cam.explain import find_saved_model, load_model
 from cxr import cli
 from models import calibration, features, ood, trainer
 from pipeline import pipeline, summary
+from serving import layout
 
 
 def test_a_model_below_the_thresholds_is_not_pushed_and_the_run_says_why(tiny_pipeline,
@@ -61,7 +61,7 @@ def _test_features(model: tf.keras.Model, transform_dir: str, examples_uri: str
 
 def _copy_with_head(model_dir: str, transform_dir: str, out_dir: str,
                     kernel: np.ndarray, bias: np.ndarray) -> str:
-    model = load_model(model_dir)
+    model = layout.load_keras_model(model_dir)
     head = calibration.head(model)
     head.kernel.assign(kernel.astype(np.float32))
     head.bias.assign(bias.astype(np.float32))
@@ -76,7 +76,7 @@ def _uniform_and_oracle_copies(model_dir: str, transform_dir: str, examples_uri:
     reached: a zero head (probability 1/3 for every image: 0.5) and a head fitted by least
     squares on the test split's own features to logits 20 for the true class and 0 for the
     others (fewer images than features, so the fit is exact: 1.0)."""
-    model = load_model(model_dir)
+    model = layout.load_keras_model(model_dir)
     pooled, labels = _test_features(model, transform_dir, examples_uri)
     targets = 20.0 * np.eye(features.NUM_CLASSES)[labels]
     solution = np.linalg.lstsq(np.hstack([pooled, np.ones((len(pooled), 1))]), targets,
@@ -92,7 +92,7 @@ def _uniform_and_oracle_copies(model_dir: str, transform_dir: str, examples_uri:
 def test_max_regression_blocks_a_model_worse_than_the_last_blessed_one(tiny_pipeline, tmp_path):
     """A model at chance (ROC-AUC 0.5) is the candidate, a perfect one (1.0) the last blessed
     model: a drop of 0.5."""
-    trained_dir = find_saved_model(tiny_pipeline.first.model_uri)
+    trained_dir = layout.find_saved_model(tiny_pipeline.first.model_uri)
     [transform_dir] = glob.glob(os.path.join(tiny_pipeline.config.pipeline_root, "Transform",
                                              "transform_graph", "*"))
     candidate_dir, baseline_dir = _uniform_and_oracle_copies(

@@ -21,11 +21,11 @@ from typing import Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from components.model_card import executor as card_executor
-from components.model_card import metrics, render
+from evaluation import metrics, predictions, render
 from models import features
 from pipeline import runners, summary
 from pipeline.config import PipelineConfig
+from serving import layout
 
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
@@ -34,7 +34,6 @@ LATENCY_WARMUP = 3
 
 
 # Slices of the eval split shown next to the overall numbers (the ablation's adult targets).
-EVAL_SLICE_KEYS = (features.AGE_GROUP_KEY, features.SOURCE_KEY)
 
 
 @dataclasses.dataclass
@@ -87,17 +86,17 @@ def _collect(model: str, config: PipelineConfig, resamples: int) -> ModelResult:
         raise RuntimeError(f"the {model} run produced no model card")
     with open(os.path.join(run.model_card_dir, render.JSON_FILE)) as f:
         card = json.load(f)
-    rows, probabilities = card_executor.read_predictions(
+    rows, probabilities = predictions.read_predictions(
         os.path.join(run.model_card_dir, render.PREDICTIONS_FILE))
-    model_dir = card_executor.find_saved_model(run.model_uri)
-    eval_rows, eval_probabilities = card_executor.predict_split(model_dir, run.examples_uri,
-                                                                "eval")
-    labels = card_executor.label_ids(eval_rows)
+    model_dir = layout.find_saved_model(run.model_uri)
+    eval_rows, eval_probabilities = predictions.predict_split(model_dir, run.examples_uri,
+                                                              "eval")
+    labels = predictions.label_ids(eval_rows)
     patients = [r[features.PATIENT_ID_KEY] for r in eval_rows]
     eval_metrics = metrics.report(labels, eval_probabilities, patients, resamples)
     eval_slices = metrics.sliced_reports(labels, eval_probabilities, patients,
                                          {key: [r[key] for r in eval_rows]
-                                          for key in EVAL_SLICE_KEYS}, resamples)
+                                          for key in metrics.SLICE_KEYS[:2]}, resamples)
     return ModelResult(model, config, run, card, rows, probabilities, eval_metrics, eval_slices)
 
 
@@ -107,7 +106,7 @@ def align_test_predictions(results: Sequence[ModelResult]) -> None:
     Row order is whatever each run's TFRecords gave; pairing by position would compare
     different images whenever it differs. Stops when the sets of images differ.
     """
-    digest = card_executor.IMAGE_DIGEST_KEY
+    digest = predictions.IMAGE_DIGEST_KEY
 
     def index(result):
         keys = [row[digest] for row in result.test_rows]
@@ -154,7 +153,7 @@ def paired_differences(results: Sequence[ModelResult], reference: str, resamples
                        ) -> Dict[str, Dict]:
     """Test macro-F1 and accuracy of each model minus the reference, on shared resamples."""
     base = next(r for r in results if r.model == reference)
-    labels = card_executor.label_ids(base.test_rows)
+    labels = predictions.label_ids(base.test_rows)
     patients = [r[features.PATIENT_ID_KEY] for r in base.test_rows]
     return {
         result.model: {
@@ -227,7 +226,7 @@ def _add_test_results(comparison: Dict, results: Sequence[ModelResult], choice: 
                       differences_vs_recommended=paired_differences(results, choice["model"],
                                                                     resamples))
     for r in results:
-        model_dir = card_executor.find_saved_model(r.run.model_uri)
+        model_dir = layout.find_saved_model(r.run.model_uri)
         calibration = r.card.get("calibration") or {}
         comparison["models"][r.model].update({
             "blessed": r.card["blessed"],
@@ -257,7 +256,7 @@ def _write_figures(results: Sequence[ModelResult], out_dir: str) -> None:
         test = result.card["test_metrics"]
         render.plot_confusion_matrix(test["confusion_matrix"], result.model,
                                      os.path.join(out_dir, f"confusion_{result.model}.png"))
-        render.plot_roc_curves(card_executor.label_ids(result.test_rows),
+        render.plot_roc_curves(predictions.label_ids(result.test_rows),
                                result.test_probabilities,
                                {n: v["auc"] for n, v in test["per_class"].items()},
                                result.model, os.path.join(out_dir, f"roc_{result.model}.png"))
@@ -370,7 +369,7 @@ def _render_test(comparison: Dict) -> List[str]:
                                fmt(c["auc"])]))
     lines += ["", "## Test split, adult images", ""] + _slice_rows(
         models, "slices", features.AGE_GROUP_KEY, ["adult"])
-    for feature in card_executor.SLICE_KEYS[:2]:
+    for feature in metrics.SLICE_KEYS[:2]:
         lines += ["", f"## Test split by {feature.replace('_', ' ')}", ""] + _slice_rows(
             models, "slices", feature)
     lines += ["", "## Cost (CPU)", "",

@@ -11,12 +11,12 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
-from components.grad_cam.component import DEFAULT_MAX_MISCLASSIFIED
 from components.grad_cam.component import check_parameters as check_gradcam_parameters
 from components.image_example_gen.component import check_split_percentages
-from components.image_example_gen.ingest import IngestOptions
-from components.runtime import thresholds
-from models import builders, features, trainer
+from evaluation import thresholds
+from explain import gradcam_defaults
+from imaging.ingest import IngestOptions
+from models import architectures, builders, features, trainer
 from schemas import SCHEMA_FILE
 
 ENV_PREFIX = "CXR_"
@@ -62,12 +62,12 @@ class PipelineConfig:
     max_quarantined_fraction: float = IngestOptions.max_quarantined_fraction
     ignore_unknown_labels: bool = False
     # Grad-CAM report on the test split (components/grad_cam); "" targets the last conv block.
-    gradcam_images_per_class: int = 3
+    gradcam_images_per_class: int = gradcam_defaults.IMAGES_PER_CLASS
     gradcam_all_misclassified: bool = True
-    gradcam_max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED  # 0: every mistake
+    gradcam_max_misclassified: int = gradcam_defaults.MAX_MISCLASSIFIED  # 0: every one
     gradcam_target_layer: str = ""
-    gradcam_overlay_alpha: float = 0.4
-    gradcam_steps: int = 10
+    gradcam_overlay_alpha: float = gradcam_defaults.OVERLAY_ALPHA
+    gradcam_steps: int = gradcam_defaults.STEPS
     # Beam: "direct" runs inside the orchestrator's process; "dataflow" on Google Cloud Dataflow.
     beam_runner: str = "direct"
     beam_direct_workers: int = 1
@@ -101,9 +101,9 @@ class PipelineConfig:
             self.output_dir, "serving_model"))
         self.dataflow_temp_location = (self.dataflow_temp_location
                                        or os.path.join(self.pipeline_root, "beam-temp"))
-        if self.model not in features.MODEL_NAMES:
+        if self.model not in architectures.MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; choose one of "
-                             f"{', '.join(features.MODEL_NAMES)}")
+                             f"{', '.join(architectures.MODEL_NAMES)}")
         builders.resolve_weights(self.model, self.weights)
         if self.epochs < 1:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")

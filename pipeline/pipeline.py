@@ -13,12 +13,18 @@ from components.grad_cam.component import GradCam
 from components.image_example_gen.component import ImageExampleGen
 from components.model_card.component import ModelCardGenerator
 from components.runtime import component as runtime
-from components.runtime.thresholds import THRESHOLD_KEYS
 from components.serving_pusher.component import ServingPusher
+from evaluation.thresholds import THRESHOLD_KEYS
 from models import features
 from pipeline.config import PipelineConfig
 
 PER_CLASS_METRICS = ("Precision", "Recall", "F1Score", "AUC")
+# The module functions Transform, Tuner and Trainer run. TFX names them by path and does not
+# hash their code: each step's custom_config carries the digest of the code its function
+# loads (components/code_digest.py), checked again when the step runs.
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+TUNER_FN = "models.tuning.tuner_fn"
+RUN_FN = "models.trainer.run_fn"
 
 
 def _overall_only(threshold: tfma.MetricThreshold) -> List[tfma.PerSliceMetricThreshold]:
@@ -43,6 +49,11 @@ def _per_class_specs(config: PipelineConfig) -> List[tfma.MetricsSpec]:
             metrics=[tfma.MetricConfig(class_name=name) for name in PER_CLASS_METRICS],
             binarize=tfma.BinarizationOptions(class_ids={"values": other_classes})),
     ]
+
+
+def code_sha256(function_path: str) -> Dict[str, str]:
+    return {code_digest.CODE_SHA256_KEY:
+            code_digest.module_sha256(code_digest.function_module(function_path))}
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -99,8 +110,6 @@ def create_pipeline(config: PipelineConfig, schema_sha256: Optional[str] = None,
     settings = run_time_settings(config, runtime_parameters)
     example_gen = ImageExampleGen(settings["data_root"], config.split_percentages,
                                   config.ingest_options)
-    # Transform, Tuner and Trainer run models/ by module path, which TFX does not hash.
-    model_code = {code_digest.CODE_SHA256_KEY: code_digest.source_sha256("models")}
     # Keeps ImportSchemaGen's node id: the same place in the pipeline, under MLMD and on disk.
     schema_importer = CuratedSchemaImporter(
         config.schema_file, schema_sha256).with_id("ImportSchemaGen")
@@ -110,12 +119,12 @@ def create_pipeline(config: PipelineConfig, schema_sha256: Optional[str] = None,
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
     anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
 
-    # materialize=False: Trainer applies the transform graph to raw examples (see README).
+    # materialize=False: Trainer applies the transform graph to raw examples (docs/pipeline.md).
     transform = runtime.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_importer.outputs["schema"],
-        preprocessing_fn="models.preprocessing.preprocessing_fn",
-        custom_config={"image_size": config.image_size, **model_code},
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"image_size": config.image_size, **code_sha256(PREPROCESSING_FN)},
         materialize=False,
         disable_statistics=True)
     transform.add_upstream_node(anomaly_gate)
@@ -126,20 +135,21 @@ def create_pipeline(config: PipelineConfig, schema_sha256: Optional[str] = None,
     tuner = tuner_class(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        tuner_fn="models.tuning.tuner_fn",
+        tuner_fn=TUNER_FN,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**config.tuner_config, **model_code}) if config.tune else None
+        custom_config={**config.tuner_config, **code_sha256(TUNER_FN)}) if config.tune else None
 
     trainer = runtime.Trainer(
         examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
-        run_fn="models.trainer.run_fn",
+        run_fn=RUN_FN,
         epochs=settings["epochs"],
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(),
-        custom_config={**config.trainer_config, **config.vertex_training_config, **model_code},
+        custom_config={**config.trainer_config, **config.vertex_training_config,
+                       **code_sha256(RUN_FN)},
         vertex=config.vertex_training)
 
     baseline_resolver = tfx.dsl.Resolver(

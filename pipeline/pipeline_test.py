@@ -3,7 +3,7 @@ import json
 
 from components import code_digest
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import PREPROCESSING_FN, RUN_FN, TUNER_FN, create_pipeline
 
 
 def test_model_code_digest_is_in_the_cache_key_of_every_step_running_models(tmp_path):
@@ -11,10 +11,11 @@ def test_model_code_digest_is_in_the_cache_key_of_every_step_running_models(tmp_
     without the digest an edited trainer.py would hand back the cached model."""
     pipeline = create_pipeline(PipelineConfig(data_dir=str(tmp_path), tune=True))
     nodes = {node.id: node for node in pipeline.components}
-    digest = code_digest.source_sha256("models")
-    for node_id in ("Transform", "Tuner", "Trainer"):
+    for node_id, function in (("Transform", PREPROCESSING_FN), ("Tuner", TUNER_FN),
+                              ("Trainer", RUN_FN)):
         custom_config = json.loads(nodes[node_id].exec_properties["custom_config"])
-        assert custom_config[code_digest.CODE_SHA256_KEY] == digest, node_id
+        assert custom_config[code_digest.CODE_SHA256_KEY] == \
+            code_digest.module_sha256(code_digest.function_module(function)), node_id
 
 
 def test_custom_components_carry_the_digest_of_their_own_code(tmp_path):

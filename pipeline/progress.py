@@ -52,17 +52,12 @@ def _node_state(config: PipelineConfig, node: str):
 
 def _training_figure(model_uri: str) -> str:
     """The kept epoch's eval loss, from the summary the Trainer saves beside the model."""
-    import tensorflow as tf
+    from models import assets_extra
+    from serving import layout
 
-    from components.grad_cam.explain import find_saved_model
-    from models import features
-
-    path = os.path.join(find_saved_model(model_uri), features.SERVING_EXTRAS_DIR,
-                        features.TRAINING_SUMMARY_FILE)
-    if not tf.io.gfile.exists(path):
+    summary = assets_extra.read_training_summary(layout.find_saved_model(model_uri))
+    if summary is None:
         return ""
-    with tf.io.gfile.GFile(path) as f:
-        summary = json.load(f)
     best = summary["best_epoch"]
     return (f"eval loss {summary['eval_loss_per_epoch'][best - 1]:.3f} "
             f"(epoch {best} of {summary['epochs_run']} kept)")
@@ -74,7 +69,7 @@ def key_figure(node: str, outputs: Dict[str, object]) -> str:
         return ("baseline: the last blessed model" if "Model" in outputs
                 else "no blessed model yet: no baseline")
     if "Examples" in outputs and node == "ImageExampleGen":
-        from components.image_example_gen import quarantine
+        from imaging import quarantine
 
         report = quarantine.load(os.path.join(outputs["Examples"].uri, quarantine.REPORT_NAME))
         return (f"{sum(report.accepted_per_class.values())} examples written, "
@@ -91,7 +86,7 @@ def key_figure(node: str, outputs: Dict[str, object]) -> str:
     if "ModelRun" in outputs:
         return _training_figure(outputs["Model"].uri)
     if "ModelBlessing" in outputs:
-        from components.model_card import metrics
+        from evaluation import metrics
 
         blessed = outputs["ModelBlessing"].custom_properties["blessed"].int_value
         _, overall = metrics.load_tfma_metrics(outputs["ModelEvaluation"].uri)
@@ -102,7 +97,7 @@ def key_figure(node: str, outputs: Dict[str, object]) -> str:
         report = outputs["cxr.GradCamReport"]
         return f"{report.custom_properties['images'].int_value} images explained"
     if "cxr.ModelCard" in outputs:
-        from components.model_card import render
+        from evaluation import render
 
         with open(os.path.join(outputs["cxr.ModelCard"].uri, render.JSON_FILE)) as f:
             accuracy = json.load(f)["test_metrics"]["accuracy"]

@@ -82,8 +82,8 @@ def test_the_bucket_holds_the_pushed_model_card_report_and_evaluation(spec_run):
 def test_the_pushed_model_answers_a_prediction_and_its_warmup(spec_run):
     import tensorflow as tf
 
-    from components.serving_pusher import warmup
     from models import features
+    from serving import warmup
 
     result, bucket, _ = spec_run
     version = result.stdout.strip().splitlines()[-1].rsplit("/", 1)[-1]

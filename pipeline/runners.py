@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional
 from tfx import v1 as tfx
 
 from components.curated_schema.executor import file_sha256
-from pipeline import progress, spec_runner
+from pipeline import progress
 from pipeline.config import IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline, run_time_settings
 from schemas import SCHEMA_FILE
@@ -71,6 +71,8 @@ def submit_vertex(pipeline_file: str, project: str, region: str,
     the data folder's top level: enable_caching=False forces a fresh run after images changed.
     """
     from google.cloud import aiplatform
+
+    from pipeline import spec_runner  # needs kfp (the "vertex" extra)
 
     with open(pipeline_file, encoding="utf-8") as f:
         job_spec = json.load(f)

@@ -17,8 +17,8 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_t
 from components import code_digest
 from components.curated_schema.executor import file_sha256
 from components.runtime import executor
-from components.runtime.thresholds import THRESHOLD_KEYS
 from conftest import REPO_ROOT
+from evaluation.thresholds import THRESHOLD_KEYS
 from pipeline import runners, spec_runner
 from pipeline.config import IMAGE_PROJECT_DIR, IMAGE_SCHEMA_FILE, PipelineConfig
 from pipeline.pipeline import create_pipeline
@@ -155,11 +155,11 @@ def test_data_epochs_and_thresholds_are_runtime_parameters_with_the_config_defau
 def test_code_digests_ride_in_the_spec_for_every_step_that_runs_project_code(compiled):
     _, _, spec, deployment = compiled
     tasks = spec.root.dag.tasks
-    models_digest = code_digest.source_sha256("models")
-    for name in ("Transform", "Trainer"):
+    for name, module in (("Transform", "models.preprocessing"), ("Trainer", "models.trainer")):
         custom_config = json.loads(tasks[name].inputs.parameters["custom_config"]
                                    .runtime_value.constant_value.string_value)
-        assert custom_config[code_digest.CODE_SHA256_KEY] == models_digest, name
+        assert custom_config[code_digest.CODE_SHA256_KEY] == \
+            code_digest.module_sha256(module), name
         args = list(_executor(spec, deployment, name).container.args)
         assert args[args.index("--executor_class_path") + 1].startswith(
             "components.runtime.executor."), name

@@ -10,9 +10,9 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from components.grad_cam import explain
-from components.image_example_gen import quarantine
-from components.model_card import metrics, render
+from evaluation import metrics, render
+from explain import gradcam_report
+from imaging import quarantine
 from models import features
 from pipeline.config import PipelineConfig
 
@@ -153,7 +153,8 @@ def format_summary(summary: RunSummary, config: PipelineConfig) -> List[str]:
     if summary.model_card_dir:
         lines.append(f"Model card: {os.path.join(summary.model_card_dir, render.HTML_FILE)}")
     if summary.gradcam_report_dir:
-        lines.append(f"Grad-CAM report: {os.path.join(summary.gradcam_report_dir, explain.REPORT_FILE)}")
+        report = os.path.join(summary.gradcam_report_dir, gradcam_report.REPORT_FILE)
+        lines.append(f"Grad-CAM report: {report}")
     lines.append(f"TensorBoard logs: tensorboard --logdir {summary.model_run_dir}")
     cached = sorted(n for n, s in summary.execution_states.items() if s == CACHED)
     if cached:

@@ -37,7 +37,7 @@ def test_model_name_defaults_to_the_folder_name_and_newest_version_is_served(
         served, tiny_pipeline):
     service, _ = served
     assert service.model_name == MODEL_NAME
-    # The pipeline ran twice and pushed twice (README); the second push is the newest.
+    # The pipeline ran twice and pushed twice (docs/running.md); the second push is the newest.
     assert service.version_dir == tiny_pipeline.second.pushed_model_dir
     assert service.version > int(os.path.basename(tiny_pipeline.first.pushed_model_dir))
 
@@ -209,18 +209,6 @@ def test_invalid_request_is_rejected_but_client_errors_are_not_retried(served):
     assert time.monotonic() - started < 1.0
 
 
-def test_newest_version_is_the_highest_number(tmp_path):
-    for version in ("9", "10", "3", "not_a_version"):
-        (tmp_path / version).mkdir()
-        (tmp_path / version / "saved_model.pb").write_bytes(b"")
-    (tmp_path / "11").mkdir()  # an unfinished copy without saved_model.pb
-    assert server.newest_version(str(tmp_path)) == (10, str(tmp_path / "10"))
-    with pytest.raises(server.ModelDirError, match="single version"):
-        server.newest_version(str(tmp_path / "10"))
-    with pytest.raises(server.ModelDirError, match="no numbered SavedModel versions"):
-        server.newest_version(str(tmp_path / "11"))
-
-
 def test_each_version_is_warmed_up_before_serving(served, tmp_path):
     """TF Serving's warm-up file is replayed (the Pusher writes one into every version);
     without one, serving_default gets one image; a damaged one refuses the version."""
@@ -228,7 +216,7 @@ def test_each_version_is_warmed_up_before_serving(served, tmp_path):
 
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-    from components.serving_pusher import warmup
+    from serving import warmup
 
     service, _ = served
     assert service.warm_up_requests == len(warmup.BATCH_SIZES)

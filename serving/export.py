@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import features, preprocessing
-from serving import weight_rounding
+from serving import layout, weight_rounding
 
 FLOAT_TOLERANCE = 1e-3
 FLOAT16_TOLERANCE = 5e-2
@@ -165,13 +165,6 @@ def spread(items: list, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
-def load_keras_model(version_dir: str) -> tf.keras.Model:
-    if not os.path.isfile(os.path.join(version_dir, "saved_model.pb")):
-        raise ExportError(f"no SavedModel in {version_dir} (pass a pushed version folder, "
-                          "<serving_dir>/<model_name>/<version>)")
-    return tf.keras.models.load_model(version_dir, compile=False)
-
-
 def image_size(model: tf.keras.Model) -> int:
     return int(model.input_shape[1])
 
@@ -307,7 +300,8 @@ def export(version_dir: str, format_name: str, output: str, examples_dir: str,
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {format_name!r}")
     if next(image_batches(examples_dir, "test", 1), None) is None:  # before any export
         raise ExportError(f"Split-test under {examples_dir} holds no examples")
-    model = load_keras_model(version_dir)
+    version_dir = layout.find_saved_model(version_dir)
+    model = layout.load_keras_model(version_dir)
     size = image_size(model)
     rounded_layers: List[weight_rounding.RoundedLayer] = []
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

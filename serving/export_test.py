@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from models import features
-from serving import export
+from serving import export, layout
 
 
 # float16 runs on the baseline CNN: MobileNetV2 at the fixtures' 64 px (2x2 final feature
@@ -149,6 +149,6 @@ def test_missing_examples_or_model_are_export_errors(trained_model, tmp_path):
     with pytest.raises(export.ExportError, match="no Split-test"):
         export.export(trained_model.version_dir, "onnx", str(tmp_path / "m.onnx"),
                       str(tmp_path))
-    with pytest.raises(export.ExportError, match="no SavedModel"):
+    with pytest.raises(layout.ModelDirError, match="no SavedModel"):
         export.export(str(tmp_path), "onnx", str(tmp_path / "m.onnx"),
                       trained_model.examples_dir)

@@ -19,14 +19,13 @@ import tensorflow as tf
 from PIL import Image
 
 from app import predictors, uploads
-from components.image_example_gen import ingest
 from conftest import SAMPLE_DIR, sample_rows
 from cxr import cli
-from imaging import prepare
+from imaging import ingest, prepare
 from imaging.conftest import make_dicom
 from models import features
 from models.preprocessing import decode_image
-from serving import client, rest, server
+from serving import client, layout, rest, server
 
 EXIF_ORIENTATION_TAG = prepare.EXIF_ORIENTATION_TAG
 BORDER = 12  # px of black frame, where the RGBA file hides colours under alpha 0
@@ -119,7 +118,7 @@ def test_every_path_gives_every_encoding_the_reference_probabilities(
     model_name = served.servable.model_name
     by_path = {"ingestion": _ingested(paths, version_dir)}
 
-    local = predictors.LocalPredictor(predictors.resolve_model_dir(version_dir))
+    local = predictors.LocalPredictor(layout.resolve(version_dir))
     remote = predictors.RemotePredictor(grpc_target, model_name)
     uploaded = [uploads.prepare_upload(os.path.basename(p), open(p, "rb").read()).encoded
                 for p in paths]

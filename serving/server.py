@@ -25,17 +25,14 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from components.serving_pusher import warmup
 from models import features
+from serving import warmup
+from serving.layout import SAVED_MODEL_FILE, ModelDirError, newest_version
 from serving.limits import Limits
 
 SIGNATURE_DEF_FIELD = "signature_def"
 LOOPBACK = "127.0.0.1"
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-
-
-class ModelDirError(ValueError):
-    """The model base path holds no servable version."""
 
 
 class RequestError(Exception):
@@ -47,25 +44,9 @@ class RequestError(Exception):
         self.message = message
 
 
-def newest_version(model_base_path: str) -> Tuple[int, str]:
-    """(version, directory) of the highest numbered SavedModel folder, as TF Serving picks it."""
-    if not os.path.isdir(model_base_path):
-        raise ModelDirError(f"model directory not found: {model_base_path}")
-    if os.path.isfile(os.path.join(model_base_path, "saved_model.pb")):
-        raise ModelDirError(
-            f"{model_base_path} is a single version; point at the folder that holds the "
-            f"numbered versions ({os.path.dirname(os.path.abspath(model_base_path))})")
-    versions = [int(name) for name in os.listdir(model_base_path) if name.isdigit()
-                and os.path.isfile(os.path.join(model_base_path, name, "saved_model.pb"))]
-    if not versions:
-        raise ModelDirError(f"no numbered SavedModel versions in {model_base_path}")
-    version = max(versions)
-    return version, os.path.join(model_base_path, str(version))
-
-
 def _signature_defs(version_dir: str) -> Dict[str, "tf.compat.v1.SignatureDef"]:
     saved_model = saved_model_pb2.SavedModel()
-    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+    with open(os.path.join(version_dir, SAVED_MODEL_FILE), "rb") as f:
         saved_model.ParseFromString(f.read())
     return dict(saved_model.meta_graphs[0].signature_def)
 

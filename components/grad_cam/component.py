@@ -13,23 +13,18 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import code_digest
-from components.grad_cam import executor, explain
-
-
-# Mistakes explained at most when include_all_misclassified is on (0: every one). 24 covers
-# every mistake of a reasonably trained model on cxr3's 144 test images (about 25) and keeps
-# a barely trained one (60 mistakes after one epoch) from tripling the component's time.
-DEFAULT_MAX_MISCLASSIFIED = 24
+from components.grad_cam import executor
+from explain import gradcam_defaults, gradcam_report
 
 
 def check_parameters(images_per_class: int, overlay_alpha: float, faithfulness_steps: int,
-                     max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED) -> None:
+                     max_misclassified: int = gradcam_defaults.MAX_MISCLASSIFIED) -> None:
     """ValueError naming the first bad parameter; PipelineConfig checks with it too."""
     if images_per_class < 1:
         raise ValueError(f"images per class must be at least 1, got {images_per_class}")
     if max_misclassified < 0:
         raise ValueError(f"max misclassified must be 0 (no cap) or more, got {max_misclassified}")
-    explain.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
+    gradcam_report.Options(overlay_alpha=overlay_alpha, steps=faithfulness_steps)
 
 
 class GradCamReport(types.Artifact):
@@ -73,10 +68,13 @@ class GradCam(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, model: types.BaseChannel, examples: types.BaseChannel,
-                 model_blessing: Optional[types.BaseChannel] = None, images_per_class: int = 3,
+                 model_blessing: Optional[types.BaseChannel] = None,
+                 images_per_class: int = gradcam_defaults.IMAGES_PER_CLASS,
                  include_all_misclassified: bool = True,
-                 max_misclassified: int = DEFAULT_MAX_MISCLASSIFIED, target_layer: str = "",
-                 overlay_alpha: float = 0.4, faithfulness_steps: int = 10, split: str = "test"):
+                 max_misclassified: int = gradcam_defaults.MAX_MISCLASSIFIED,
+                 target_layer: str = "",
+                 overlay_alpha: float = gradcam_defaults.OVERLAY_ALPHA,
+                 faithfulness_steps: int = gradcam_defaults.STEPS, split: str = "test"):
         check_parameters(images_per_class, overlay_alpha, faithfulness_steps, max_misclassified)
         super().__init__(spec=GradCamSpec(
             model=model, examples=examples, model_blessing=model_blessing,

@@ -13,8 +13,9 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components import code_digest
-from components.grad_cam import explain, gradcam
+from explain import gradcam, gradcam_report
 from models import features
+from serving import layout
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -43,7 +44,7 @@ def _split_records(examples: types.Artifact, split: str) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(files, compression_type="GZIP")
 
 
-def read_split(examples: types.Artifact, split: str) -> Iterator[Tuple[int, explain.Case]]:
+def read_split(examples: types.Artifact, split: str) -> Iterator[Tuple[int, gradcam_report.Case]]:
     """(position, case) for every example of one split, in order, named
     '<patient id>-<position>'; parsed a batch at a time, yielded one at a time."""
     index = 0
@@ -52,7 +53,7 @@ def read_split(examples: types.Artifact, split: str) -> Iterator[Tuple[int, expl
         for patient, image, label in zip(parsed[features.PATIENT_ID_KEY],
                                          parsed[features.IMAGE_KEY], parsed[features.LABEL_KEY]):
             label = label.decode()
-            yield index, explain.Case(
+            yield index, gradcam_report.Case(
                 name=f"{patient.decode() or split}-{index}", image_bytes=image,
                 true_label=label if label in features.CLASS_NAMES else None)
             index += 1
@@ -85,7 +86,7 @@ def scan_split(examples: types.Artifact, split: str, cam: gradcam.GradCam) -> Sp
         if case.true_label is None:
             continue
         try:
-            image = explain.decode(case.image_bytes, cam.image_size)
+            image = gradcam_report.decode(case.image_bytes, cam.image_size)
         except ValueError:
             skipped.append(case.name)
             continue
@@ -100,7 +101,7 @@ def scan_split(examples: types.Artifact, split: str, cam: gradcam.GradCam) -> Sp
 
 
 def cases_at(examples: types.Artifact, split: str, positions: Sequence[int]
-             ) -> List[explain.Case]:
+             ) -> List[gradcam_report.Case]:
     """The cases at the given positions of the split, in the order given (a second read)."""
     wanted = set(positions)
     found = {index: case for index, case in read_split(examples, split) if index in wanted}
@@ -159,7 +160,7 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
         split = exec_properties[SPLIT_KEY]
 
-        model = explain.load_model(model_artifact.uri)
+        model = layout.load_keras_model(model_artifact.uri)
         cam = gradcam.GradCam(model, gradcam.find_target_layer(
             model, exec_properties[TARGET_LAYER_KEY] or None))
         scanned = scan_split(examples, split, cam)
@@ -183,13 +184,13 @@ class Executor(base_executor.BaseExecutor):
             context["blessed"] = bool(blessing.get_int_custom_property("blessed"))
         logging.info("GradCam: explaining %d of %d %s images", len(chosen),
                      len(scanned.positions), split)
-        options = explain.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
-                                  steps=exec_properties[STEPS_KEY],
-                                  target_layer=cam.target.qualified_name)
+        options = gradcam_report.Options(overlay_alpha=exec_properties[OVERLAY_ALPHA_KEY],
+                                         steps=exec_properties[STEPS_KEY],
+                                         target_layer=cam.target.qualified_name)
         # Written locally, then copied: the artifact may live on Cloud Storage.
         with tempfile.TemporaryDirectory() as local_dir:
             cases = cases_at(examples, split, [scanned.positions[i] for i in chosen])
-            summary = explain.explain(model, cases, local_dir, options, context)
+            summary = gradcam_report.explain(model, cases, local_dir, options, context)
             io_utils.copy_dir(local_dir, report.uri)
         report.set_int_custom_property("images", len(summary["images"]))
         report.set_int_custom_property("misclassified_in_split", misclassified)

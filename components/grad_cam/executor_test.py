@@ -9,11 +9,12 @@ from PIL import Image
 from tfx import types
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.grad_cam import component, executor, explain
-from components.grad_cam.conftest import last_relu_name
-from components.image_example_gen import ingest
+from components.grad_cam import component, executor
 from components.image_example_gen.executor import accepted_to_example
 from conftest import make_subset, upload
+from explain import gradcam_report
+from explain.conftest import last_relu_name
+from imaging import ingest
 from models import features
 
 BROKEN_PATIENT = "broken"
@@ -91,7 +92,7 @@ def test_executor_writes_a_complete_report(tmp_path, trained_baseline):
          executor.TARGET_LAYER_KEY: "", executor.OVERLAY_ALPHA_KEY: 0.5,
          executor.STEPS_KEY: 4, executor.SPLIT_KEY: "test"})
 
-    with open(os.path.join(report.uri, explain.SUMMARY_FILE)) as f:
+    with open(os.path.join(report.uri, gradcam_report.SUMMARY_FILE)) as f:
         summary = json.load(f)
     context, images = summary["context"], summary["images"]
     assert context["images in split"] == 9 and context["undecodable images skipped"] == 1
@@ -118,11 +119,11 @@ def test_executor_writes_a_complete_report(tmp_path, trained_baseline):
         with Image.open(os.path.join(report.uri, record["overlay"])) as overlay:
             assert overlay.size == (2 * 224, 224)
 
-    with open(os.path.join(report.uri, explain.REPORT_FILE), encoding="utf-8") as f:
+    with open(os.path.join(report.uri, gradcam_report.REPORT_FILE), encoding="utf-8") as f:
         page = f.read()
     links = set(re.findall(r'(?:src|href)="([^"]+)"', page))
     assert {r["overlay"] for r in images} | {f["grid"] for f in summary["classes"].values()} \
-        | {explain.SUMMARY_FILE} <= links
+        | {gradcam_report.SUMMARY_FILE} <= links
     for link in links:
         assert not os.path.isabs(link) and os.path.isfile(os.path.join(report.uri, link)), link
     for record in images:
@@ -144,9 +145,9 @@ def test_executor_reads_and_writes_cloud_storage(tmp_path, trained_baseline, gcs
         {executor.IMAGES_PER_CLASS_KEY: 1, executor.ALL_MISCLASSIFIED_KEY: False,
          executor.TARGET_LAYER_KEY: "", executor.OVERLAY_ALPHA_KEY: 0.5,
          executor.STEPS_KEY: 2, executor.SPLIT_KEY: "test"})
-    with tf.io.gfile.GFile(os.path.join(report.uri, explain.SUMMARY_FILE)) as f:
+    with tf.io.gfile.GFile(os.path.join(report.uri, gradcam_report.SUMMARY_FILE)) as f:
         summary = json.load(f)
     assert summary["context"]["images in split"] == 3
     for record in summary["images"]:
         assert tf.io.gfile.exists(os.path.join(report.uri, record["overlay"]))
-    assert tf.io.gfile.exists(os.path.join(report.uri, explain.REPORT_FILE))
+    assert tf.io.gfile.exists(os.path.join(report.uri, gradcam_report.REPORT_FILE))

@@ -10,7 +10,8 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from components import code_digest
-from components.image_example_gen import executor, ingest
+from components.image_example_gen import executor
+from imaging import ingest
 from models import features
 
 

@@ -28,7 +28,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 from components import code_digest
-from components.image_example_gen import ingest, quarantine
+from imaging import ingest, quarantine
 from models import features
 
 _QUARANTINED = "quarantined"

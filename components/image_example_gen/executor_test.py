@@ -9,9 +9,10 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 
 from components import code_digest
-from components.image_example_gen import component, executor, ingest, quarantine
-from components.image_example_gen.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
+from components.image_example_gen import component, executor
 from conftest import make_subset, upload
+from imaging import ingest, quarantine
+from imaging.conftest import PATIENT_ID, PATIENT_NAME, make_messy_data
 from models import features
 
 

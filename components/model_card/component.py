@@ -15,8 +15,9 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components import code_digest
-from components.model_card import executor, metrics
-from components.runtime.thresholds import THRESHOLD_KEYS
+from components.model_card import executor
+from evaluation import metrics
+from evaluation.thresholds import THRESHOLD_KEYS
 
 
 class ModelCard(types.Artifact):

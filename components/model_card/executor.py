@@ -1,13 +1,11 @@
 """ModelCardGenerator executor: predicts the test split, measures it with patient-level
 confidence intervals and slices, and writes model_card.{json,md,html} with its figures."""
-import csv
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,11 +14,11 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components import code_digest
-from components.grad_cam.explain import find_saved_model
-from components.model_card import bias, metrics, render
-from components.runtime import thresholds
-from components.runtime.thresholds import THRESHOLD_KEYS
-from models import calibration, features
+from evaluation import bias, metrics, predictions, render
+from evaluation import thresholds
+from evaluation.thresholds import THRESHOLD_KEYS
+from models import architectures, assets_extra, calibration, features
+from serving import layout
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -34,76 +32,11 @@ BLESSING_RULE_KEY = "blessing_rule"
 RESAMPLES_KEY = "bootstrap_resamples"
 DATA_DIR_KEY = "data_dir"
 EPOCHS_KEY = "epochs"
-SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
-METADATA_KEYS = (features.LABEL_KEY,) + tuple(features.METADATA_KEYS)
-# Identifies a test example across models (ingestion keeps one copy of identical bytes):
-# `cxr compare` pairs predictions by it, never by row order.
-IMAGE_DIGEST_KEY = "image_sha256"
-PREDICTION_KEYS = (IMAGE_DIGEST_KEY,) + METADATA_KEYS
-PREDICT_BATCH = 32
-# Images are read only for the test split; the others are counted from their metadata.
-_METADATA_SPEC = {key: tf.io.FixedLenFeature([], tf.string, default_value=features.UNKNOWN)
-                  for key in METADATA_KEYS}
-
-
-def _split_files(examples_uri: str, split: str) -> List[str]:
-    """ExampleGen's gzipped TFRecords of one split (TFX names the folders Split-<name>)."""
-    return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
-
-
-def _parse_metadata(batch: tf.Tensor) -> List[Dict[str, str]]:
-    """One parse per batch: parsing record by record in eager mode took seconds (py-spy)."""
-    parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, _METADATA_SPEC).items()}
-    return [{k: values[i].decode() for k, values in parsed.items()}
-            for i in range(int(tf.shape(batch)[0]))]
-
-
-def count_metadata(examples_uri: str, split: str, keys: Sequence[str]) -> Counter:
-    """Examples per combination of `keys` values in a split, counted a batch at a time (no
-    rows kept)."""
-    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
-    spec = {key: _METADATA_SPEC[key] for key in keys}
-    counts = Counter()
-    for batch in records.batch(256):
-        parsed = tf.io.parse_example(batch, spec)
-        counts.update(zip(*([value.decode() for value in parsed[key].numpy()] for key in keys)))
-    return counts
-
-
 def _first_key_counts(counts: Counter) -> Counter:
     result = Counter()
     for key, count in counts.items():
         result[key[0]] += count
     return result
-
-
-def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
-    """Every example's metadata of a split (for notebooks; the card counts in a stream)."""
-    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
-    rows = []
-    for batch in records.batch(PREDICT_BATCH):
-        parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, _METADATA_SPEC).items()}
-        rows += [{k: values[i].decode() for k, values in parsed.items()}
-                 for i in range(len(parsed[features.LABEL_KEY]))]
-    return rows
-
-
-def predict_split(model_dir: str, examples_uri: str, split: str
-                  ) -> Tuple[List[Dict[str, str]], np.ndarray]:
-    """Metadata and class probabilities of every example of `split`, through the
-    SavedModel's tf.Example signature: the same path TFMA and TF Serving take."""
-    predict = tf.saved_model.load(model_dir).signatures[features.TF_EXAMPLE_SIGNATURE]
-    records = tf.data.TFRecordDataset(_split_files(examples_uri, split), compression_type="GZIP")
-    image_spec = {features.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)}
-    rows, probabilities = [], []
-    for batch in records.batch(PREDICT_BATCH):
-        probabilities.append(predict(examples=batch)[features.PROBABILITIES_OUTPUT].numpy())
-        images = tf.io.parse_example(batch, image_spec)[features.IMAGE_KEY].numpy()
-        rows += [dict(row, **{IMAGE_DIGEST_KEY: hashlib.sha256(image).hexdigest()})
-                 for row, image in zip(_parse_metadata(batch), images)]
-    if not rows:
-        raise ValueError(f"split {split!r} of {examples_uri} holds no examples")
-    return rows, np.concatenate(probabilities)
 
 
 def _counts(rows: List[Dict[str, str]], key: str) -> str:
@@ -135,40 +68,6 @@ def _hyperparameters(artifact_list: List[types.Artifact], training: Dict[str, An
     return "defaults (no tuning)", {k: used[k] for k in tuned_keys if k in used}
 
 
-def write_predictions(rows: List[Dict[str, str]], probabilities: np.ndarray, path: str) -> None:
-    with tf.io.gfile.GFile(path, "w") as f:
-        writer = csv.writer(f)
-        writer.writerow(list(PREDICTION_KEYS) + [f"p_{name}" for name in features.CLASS_NAMES])
-        for row, p in zip(rows, probabilities):
-            writer.writerow([row[k] for k in PREDICTION_KEYS] + [f"{v:.6f}" for v in p])
-
-
-def read_predictions(path: str) -> Tuple[List[Dict[str, str]], np.ndarray]:
-    """The rows and probabilities write_predictions saved (for `cxr compare`, notebooks).
-
-    A column the file lacks (sex, or the image digest, in cards written by older versions)
-    reads as unknown.
-    """
-    with tf.io.gfile.GFile(path) as f:
-        table = list(csv.DictReader(f))
-    probabilities = np.array([[float(r[f"p_{name}"]) for name in features.CLASS_NAMES]
-                              for r in table]).reshape(-1, features.NUM_CLASSES)
-    return [{k: r.get(k, features.UNKNOWN) for k in PREDICTION_KEYS} for r in table], probabilities
-
-
-def label_ids(rows: List[Dict[str, str]]) -> np.ndarray:
-    return np.array([features.CLASS_NAMES.index(r[features.LABEL_KEY]) for r in rows])
-
-
-def read_training_summary(model_dir: str) -> Optional[Dict[str, Any]]:
-    """training.json that the Trainer writes into the SavedModel (None for older models)."""
-    path = os.path.join(model_dir, features.SERVING_EXTRAS_DIR, features.TRAINING_SUMMARY_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def calibration_block(rows: List[Dict[str, str]], probabilities: np.ndarray,
                       training_summary: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """Test-split ECE and reliability bins of the shipped (temperature-scaled) model and of
@@ -176,7 +75,7 @@ def calibration_block(rows: List[Dict[str, str]], probabilities: np.ndarray,
     if not training_summary or "temperature" not in training_summary:
         return None
     temperature = training_summary["temperature"]
-    labels = label_ids(rows)
+    labels = predictions.label_ids(rows)
     before = calibration.apply_temperature(probabilities, 1.0 / temperature)
     return {"temperature": temperature,
             "fitted_on": f"eval split ({training_summary['eval_images']} images)",
@@ -189,10 +88,10 @@ def calibration_block(rows: List[Dict[str, str]], probabilities: np.ndarray,
 def build_card(rows: List[Dict[str, str]], probabilities: np.ndarray, resamples: int
                ) -> Tuple[Dict, Dict]:
     """(overall test metrics, {slice feature: {value: metrics}})."""
-    labels, patients = label_ids(rows), [r[features.PATIENT_ID_KEY] for r in rows]
+    labels, patients = predictions.label_ids(rows), [r[features.PATIENT_ID_KEY] for r in rows]
     return (metrics.report(labels, probabilities, patients, resamples),
             metrics.sliced_reports(labels, probabilities, patients,
-                                   {key: [r[key] for r in rows] for key in SLICE_KEYS},
+                                   {key: [r[key] for r in rows] for key in metrics.SLICE_KEYS},
                                    resamples))
 
 
@@ -214,20 +113,20 @@ class Executor(base_executor.BaseExecutor):
                 *(exec_properties[key] for key in THRESHOLD_KEYS))
         resamples = exec_properties[RESAMPLES_KEY]
 
-        model_dir = find_saved_model(model_uri)
-        rows, probabilities = predict_split(model_dir, examples_uri, "test")
+        model_dir = layout.find_saved_model(model_uri)
+        rows, probabilities = predictions.predict_split(model_dir, examples_uri, "test")
         test_metrics, slices = build_card(rows, probabilities, resamples)
 
         blessing = input_dict.get(BLESSING_KEY) or []
         evaluation = input_dict.get(EVALUATION_KEY) or []
-        training_summary = read_training_summary(model_dir)
+        training_summary = assets_extra.read_training_summary(model_dir)
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
                                                    training, training_summary)
-        keras_model = tf.keras.models.load_model(model_dir, compile=False)
-        train = count_metadata(examples_uri, "train", bias.KEYS)
+        keras_model = layout.load_keras_model(model_dir)
+        train = predictions.count_metadata(examples_uri, "train", bias.KEYS)
         splits = {"train": _first_key_counts(train),
-                  "eval": _first_key_counts(count_metadata(examples_uri, "eval",
-                                                           [features.LABEL_KEY])),
+                  "eval": _first_key_counts(predictions.count_metadata(
+                      examples_uri, "eval", [features.LABEL_KEY])),
                   "test": Counter(r[features.LABEL_KEY] for r in rows)}
         card = {
             "model_name": exec_properties[MODEL_NAME_KEY],
@@ -276,19 +175,20 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
     render.plot_confusion_matrix(card["test_metrics"]["confusion_matrix"], title,
                                  os.path.join(out_dir, render.CONFUSION_FILE))
     aucs = {name: values["auc"] for name, values in card["test_metrics"]["per_class"].items()}
-    render.plot_roc_curves(label_ids(rows), probabilities, aucs, title,
+    render.plot_roc_curves(predictions.label_ids(rows), probabilities, aucs, title,
                            os.path.join(out_dir, render.ROC_FILE))
     if card.get("calibration"):
         render.plot_reliability(card["calibration"], title,
                                 os.path.join(out_dir, render.RELIABILITY_FILE))
-    write_predictions(rows, probabilities, os.path.join(out_dir, render.PREDICTIONS_FILE))
+    predictions.write_predictions(rows, probabilities,
+                                  os.path.join(out_dir, render.PREDICTIONS_FILE))
     with tf.io.gfile.GFile(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)
     render.write_documents(card, out_dir)
 
 
 def _weights_description(training: Dict[str, Any]) -> str:
-    if training["model"] == "baseline_cnn" or training.get("weights") == "none":
+    if training["model"] == architectures.BASELINE_CNN or training.get("weights") == "none":
         return "random initialisation (trained from scratch)"
     return training.get("weights") or "the bundled ImageNet weights (models/weights)"
 

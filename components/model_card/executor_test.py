@@ -6,7 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from components.model_card import bias, executor, metrics, render
+from components.model_card import executor
+from evaluation import bias, metrics, predictions, render
+from models import assets_extra
+from serving import layout
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +30,11 @@ def test_card_files_are_written_and_the_html_embeds_its_figures(card):
 
 def test_metrics_come_from_the_test_predictions_and_agree_with_tfma(card, tiny_pipeline):
     card_dir, content = card
-    rows, probabilities = executor.read_predictions(
+    rows, probabilities = predictions.read_predictions(
         os.path.join(card_dir, render.PREDICTIONS_FILE))
     test = content["test_metrics"]
     assert len(rows) == test["n_images"] == tiny_pipeline.first.overall_metrics["example_count"]
-    labels = executor.label_ids(rows)
+    labels = predictions.label_ids(rows)
     assert test["accuracy"]["value"] == pytest.approx(
         float((probabilities.argmax(axis=1) == labels).mean()))
     assert test["accuracy"]["value"] == pytest.approx(
@@ -50,7 +53,7 @@ def test_card_states_use_data_bias_slices_and_covid_misses(card):
     assert "false-negative rate" in text
     covid_count = content["test_metrics"]["class_counts"]["COVID-19"]
     assert f"Of {covid_count} COVID-19 test images" in text
-    assert set(content["slices"]) == set(executor.SLICE_KEYS)
+    assert set(content["slices"]) == set(metrics.SLICE_KEYS)
     assert "### By source" in text and "### By age group" in text
     assert content["model"]["architecture"] == "mobilenet_v2"
     assert content["model"]["hyperparameters_source"] == "defaults (no tuning)"
@@ -81,21 +84,21 @@ def test_miss_sentence_without_covid_cases():
 def test_predictions_written_before_examples_had_sex_still_read(tmp_path):
     rows = [{"image_sha256": "ab12", "label": "Normal", "patient_id": "p1", "source": "s",
              "view": "PA", "age_group": "adult", "sex": "F"}]
-    executor.write_predictions(rows, np.array([[0.1, 0.2, 0.7]]), str(tmp_path / "new.csv"))
+    predictions.write_predictions(rows, np.array([[0.1, 0.2, 0.7]]), str(tmp_path / "new.csv"))
     header, line = (tmp_path / "new.csv").read_text().splitlines()
-    assert header.startswith(",".join(executor.PREDICTION_KEYS) + ",p_")
+    assert header.startswith(",".join(predictions.PREDICTION_KEYS) + ",p_")
     (tmp_path / "old.csv").write_text(
         header.replace(",sex", "") + "\n" + line.replace(",F,", ",") + "\n")
     for name, sex in (("new.csv", "F"), ("old.csv", "unknown")):
-        read, probabilities = executor.read_predictions(str(tmp_path / name))
+        read, probabilities = predictions.read_predictions(str(tmp_path / name))
         assert read == [{**rows[0], "sex": sex}]
         np.testing.assert_allclose(probabilities, [[0.1, 0.2, 0.7]])
 
 
 def test_every_test_prediction_carries_its_images_digest(card, tiny_pipeline):
     card_dir, _ = card
-    rows, _ = executor.read_predictions(os.path.join(card_dir, render.PREDICTIONS_FILE))
-    digests = [row[executor.IMAGE_DIGEST_KEY] for row in rows]
+    rows, _ = predictions.read_predictions(os.path.join(card_dir, render.PREDICTIONS_FILE))
+    digests = [row[predictions.IMAGE_DIGEST_KEY] for row in rows]
     assert len(set(digests)) == len(rows)
     assert all(len(d) == 64 and int(d, 16) >= 0 for d in digests)
 
@@ -103,7 +106,7 @@ def test_every_test_prediction_carries_its_images_digest(card, tiny_pipeline):
 def test_bias_section_counts_the_training_split(card, tiny_pipeline):
     card_dir, content = card
     train_bias = content["training_data"]["train_bias"]
-    train_rows = executor.read_metadata(tiny_pipeline.first.examples_uri, "train")
+    train_rows = predictions.read_metadata(tiny_pipeline.first.examples_uri, "train")
     assert train_bias["images"] == len(train_rows)
     assert train_bias["class_by_age_group"] == bias.crosstab(
         Counter((r["label"], r["source"], r["age_group"]) for r in train_rows), "age_group")
@@ -117,13 +120,13 @@ def test_bias_section_counts_the_training_split(card, tiny_pipeline):
 
 def test_calibration_is_reported_from_the_trainers_temperature(card, tiny_pipeline):
     card_dir, content = card
-    model_dir = executor.find_saved_model(tiny_pipeline.first.model_uri)
-    summary = executor.read_training_summary(model_dir)
+    model_dir = layout.find_saved_model(tiny_pipeline.first.model_uri)
+    summary = assets_extra.read_training_summary(model_dir)
     block = content["calibration"]
     assert block["temperature"] == summary["temperature"]
-    rows, probabilities = executor.read_predictions(
+    rows, probabilities = predictions.read_predictions(
         os.path.join(card_dir, render.PREDICTIONS_FILE))
-    labels = executor.label_ids(rows)
+    labels = predictions.label_ids(rows)
     assert block["test_after"]["ece"] == pytest.approx(
         metrics.calibration(labels, probabilities)["ece"], abs=1e-5)
     assert sum(b["count"] for b in block["test_before"]["bins"]) == len(rows)

@@ -17,7 +17,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 
 from components.runtime import executor
-from components.runtime.thresholds import THRESHOLD_KEYS
+from evaluation.thresholds import THRESHOLD_KEYS
 
 IntParameter = Union[int, data_types.RuntimeParameter]
 FloatParameter = Union[float, data_types.RuntimeParameter]

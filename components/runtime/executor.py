@@ -1,5 +1,6 @@
 """Executors of TFX's Transform, Tuner, Trainer and Evaluator with what a compiled spec
-settles only when a step runs: the models/ code digest is checked against the code running
+settles only when a step runs: the digest of the module code the step runs (its
+preprocessing_fn, tuner_fn or run_fn and what that imports) is checked against the code running
 (the image's, on Vertex AI), and runtime parameters (epochs, blessing thresholds) are merged
 into the configuration TFX's executor reads."""
 import json
@@ -18,19 +19,27 @@ from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
 from components import code_digest
-from components.runtime import thresholds
-from components.runtime.thresholds import THRESHOLD_KEYS
+from evaluation import thresholds
+from evaluation.thresholds import THRESHOLD_KEYS
 
-MODELS_PACKAGE = "models"
 EPOCHS_KEY = "epochs"
 CUSTOM_CONFIG_KEY = standard_component_specs.CUSTOM_CONFIG_KEY
 # Arrays longer than this print as their first and last items (numpy's default is 1,000).
 EVALUATOR_PRINT_THRESHOLD = 16
 
 
+# The exec property naming the module function each step runs.
+_FUNCTION_KEYS = (standard_component_specs.PREPROCESSING_FN_KEY,
+                  standard_component_specs.TUNER_FN_KEY, standard_component_specs.RUN_FN_KEY)
+
+
 def _check_models_code(exec_properties: Dict[str, Any]) -> None:
     custom_config = json.loads(exec_properties.get(CUSTOM_CONFIG_KEY) or "null") or {}
-    code_digest.check(custom_config.get(code_digest.CODE_SHA256_KEY), MODELS_PACKAGE)
+    recorded = custom_config.get(code_digest.CODE_SHA256_KEY)
+    if not recorded:
+        return
+    [function_path] = [exec_properties[key] for key in _FUNCTION_KEYS if exec_properties.get(key)]
+    code_digest.check(recorded, code_digest.function_module(function_path))
 
 
 def with_epochs(exec_properties: Dict[str, Any]) -> Dict[str, Any]:

@@ -4,7 +4,8 @@ import json
 import pytest
 
 from components import code_digest
-from components.runtime import executor, thresholds
+from components.runtime import executor
+from evaluation import thresholds
 from pipeline.config import PipelineConfig
 from pipeline.pipeline import eval_config
 
@@ -40,14 +41,15 @@ def test_trainer_reads_the_epochs_parameter_through_custom_config():
 
 
 def test_code_that_differs_from_the_compiled_digest_stops_the_step():
-    current = code_digest.source_sha256("models")
-    code_digest.check(current, "models")
-    code_digest.check(None, "models")
-    properties = {"custom_config": json.dumps({code_digest.CODE_SHA256_KEY: "0" * 64})}
+    current = code_digest.module_sha256("models.trainer")
+    code_digest.check(current, "models.trainer")
+    code_digest.check(None, "models.trainer")
+    properties = {"custom_config": json.dumps({code_digest.CODE_SHA256_KEY: "0" * 64}),
+                  "run_fn": "models.trainer.run_fn"}
     with pytest.raises(code_digest.CodeMismatchError,
-                       match=r"^the code of models has sha256 \w{12}…, not 000000000000… as "
-                             r"when the pipeline was compiled: build the image and compile "
-                             r"the spec from one checkout$"):
+                       match=r"^the code of models.trainer \(\d+ files in models\) has sha256 "
+                             r"\w{12}…, not 000000000000… as when the pipeline was compiled: "
+                             r"build the image and compile the spec from one checkout$"):
         executor.Trainer().Do({}, {}, properties)
 
 

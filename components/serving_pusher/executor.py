@@ -12,7 +12,6 @@ saved_model.pb last, as TFX does.
 """
 import json
 import os
-import time
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
@@ -23,21 +22,12 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components import code_digest
-from components.model_card import render
-from components.serving_pusher import warmup
-from models import features
+from evaluation import render
+from models import assets_extra
+from serving import layout, warmup
 
 MODEL_CARD_KEY = "model_card"
-ASSETS_EXTRA = features.SERVING_EXTRAS_DIR
 STAGING_PREFIX = ".staging-"
-SAVED_MODEL_FILE = "saved_model.pb"
-
-
-def next_version(base_directory: str) -> str:
-    """A Unix-time version newer than every version already under base_directory."""
-    existing = [int(name.rstrip("/")) for name in tf.io.gfile.listdir(base_directory)
-                if name.rstrip("/").isdigit()] if tf.io.gfile.isdir(base_directory) else []
-    return str(max([int(time.time())] + [v + 1 for v in existing]))
 
 
 def write_card(card_dir: str, version: str, serving_path: str, target_dir: str) -> None:
@@ -60,7 +50,7 @@ def write_extras(model_path: str, version_dir: str, serving_path: str, version: 
     """assets.extra/: the model card and TF Serving's warm-up requests, replayed through the
     model before the version can go live (TF Serving refuses a version whose warm-up fails)."""
     if card_dir:
-        write_card(card_dir, version, serving_path, os.path.join(version_dir, ASSETS_EXTRA))
+        write_card(card_dir, version, serving_path, os.path.join(version_dir, assets_extra.DIR))
     model_name = os.path.basename(os.path.dirname(serving_path.rstrip("/")))
     warmup.replay(warmup.write(version_dir, model_name), model_path)
 
@@ -73,8 +63,8 @@ def publish(model_path: str, base_directory: str, version: str,
     if "://" in base_directory:
         io_utils.copy_dir(model_path, serving_path, deny_regex_patterns=[r"saved_model\.pb"])
         write_extras(model_path, serving_path, serving_path, version, card_dir)
-        tf.io.gfile.copy(os.path.join(model_path, SAVED_MODEL_FILE),
-                         os.path.join(serving_path, SAVED_MODEL_FILE))
+        tf.io.gfile.copy(os.path.join(model_path, layout.SAVED_MODEL_FILE),
+                         os.path.join(serving_path, layout.SAVED_MODEL_FILE))
         return serving_path
     staging = os.path.join(base_directory, STAGING_PREFIX + version)
     try:
@@ -107,7 +97,7 @@ class Executor(pusher_executor.Executor):
         tf.io.gfile.makedirs(base_directory)
         model_path = self.GetModelPath(input_dict)
         cards = input_dict.get(MODEL_CARD_KEY) or []
-        version = next_version(base_directory)
+        version = layout.next_version(base_directory)
         serving_path = publish(model_path, base_directory, version,
                                cards[0].uri if cards else None)
         io_utils.copy_dir(model_path, model_push.uri)

@@ -22,6 +22,9 @@ PER_CLASS = ("sensitivity", "ppv", "f1", "auc")
 OVERALL = ("accuracy", "macro_f1", "macro_auc")
 DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
+# The features the model card and `cxr compare` slice the metrics by; source and age group
+# first: where a shortcut shows.
+SLICE_KEYS = (features.SOURCE_KEY, features.AGE_GROUP_KEY, features.VIEW_KEY)
 CALIBRATION_BINS = 10
 
 

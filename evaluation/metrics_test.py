@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from components.model_card import metrics
+from evaluation import metrics
 from models import features
 
 

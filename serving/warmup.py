@@ -13,10 +13,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from models import features
+from models import assets_extra, features
 
 WARMUP_FILE = "tf_serving_warmup_requests"
-WARMUP_PATH = f"{features.SERVING_EXTRAS_DIR}/{WARMUP_FILE}"
+WARMUP_PATH = f"{assets_extra.DIR}/{WARMUP_FILE}"
 BATCH_SIZES = (1, 8)
 IMAGE_SIDE = 256
 

@@ -13,10 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from components.grad_cam import faithfulness, gradcam, render
+from explain import faithfulness, figures, gradcam, gradcam_defaults
 from imaging import prepare
 from models import features
 from models.preprocessing import decode_image
+from serving import layout
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
@@ -35,8 +36,8 @@ class Case:
 
 @dataclasses.dataclass
 class Options:
-    overlay_alpha: float = 0.4
-    steps: int = 10
+    overlay_alpha: float = gradcam_defaults.OVERLAY_ALPHA
+    steps: int = gradcam_defaults.STEPS
     target_layer: Optional[str] = None
     seed: int = 0
 
@@ -53,35 +54,6 @@ def decode(image_bytes: bytes, image_size: int) -> np.ndarray:
         return decode_image(tf.constant(image_bytes), image_size).numpy()
     except (tf.errors.InvalidArgumentError, ValueError):
         raise ValueError("not a JPEG or PNG image") from None
-
-
-def find_saved_model(model_dir: str) -> str:
-    """The SavedModel in a pushed version dir, a serving base dir (newest version) or a
-    Trainer model artifact (Format-Serving/); local or on a tf.io.gfile file system."""
-    def holds_model(path: str) -> bool:
-        return tf.io.gfile.exists(os.path.join(path, "saved_model.pb"))
-
-    if holds_model(model_dir):
-        return model_dir
-    trainer_layout = os.path.join(model_dir, "Format-Serving")
-    if holds_model(trainer_layout):
-        return trainer_layout
-    versions = [name.rstrip("/") for name in tf.io.gfile.listdir(model_dir)
-                if name.rstrip("/").isdigit()] if tf.io.gfile.isdir(model_dir) else []
-    versions = [v for v in versions if holds_model(os.path.join(model_dir, v))]
-    if versions:
-        return os.path.join(model_dir, max(versions, key=int))
-    raise FileNotFoundError(f"no SavedModel in {model_dir} (expected saved_model.pb, "
-                            "Format-Serving/ or numbered version folders)")
-
-
-def load_model(model_dir: str) -> tf.keras.Model:
-    """The Keras model inside an exported SavedModel, with its layers (needs save_format tf)."""
-    path = find_saved_model(model_dir)
-    try:
-        return tf.keras.models.load_model(path, compile=False)
-    except (OSError, ValueError, KeyError) as error:
-        raise gradcam.GradCamError(f"{path} holds no Keras model: {error}") from None
 
 
 def _file_stem(index: int, name: str) -> str:
@@ -110,8 +82,8 @@ def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_d
         if not members:
             continue
         grid_file = f"grid_{_class_slug(name)}.png"
-        render.grid(panels[name]).save(os.path.join(out_dir, grid_file),
-                                       compress_level=render.PNG_COMPRESS_LEVEL)
+        figures.grid(panels[name]).save(os.path.join(out_dir, grid_file),
+                                       compress_level=figures.PNG_COMPRESS_LEVEL)
         classes[name] = {
             "images": len(members),
             "correct": sum(r["correct"] is True for r in members),
@@ -152,8 +124,8 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
         curves = faithfulness.deletion_insertion(cam.predict, images[index], heatmap, class_id,
                                                  options.steps, seed=options.seed + index)
         overlay = f"{OVERLAY_DIR}/{_file_stem(index, case.name)}.png"
-        panel = render.overlay_panel(images[index], heatmap, options.overlay_alpha)
-        panel.save(os.path.join(out_dir, overlay), compress_level=render.PNG_COMPRESS_LEVEL)
+        panel = figures.overlay_panel(images[index], heatmap, options.overlay_alpha)
+        panel.save(os.path.join(out_dir, overlay), compress_level=figures.PNG_COMPRESS_LEVEL)
         group = case.true_label or predicted
         record = {
             "name": case.name, "overlay": overlay, "group": group,
@@ -193,7 +165,7 @@ def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
     with open(os.path.join(out_dir, SUMMARY_FILE), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, allow_nan=False)
     with open(os.path.join(out_dir, REPORT_FILE), "w", encoding="utf-8") as f:
-        f.write(render.report_html(summary))
+        f.write(figures.report_html(summary))
     return summary
 
 
@@ -213,9 +185,10 @@ def explain_files(paths: Sequence[str], model_dir: str, out_dir: str,
             cases.append(Case(os.path.basename(path), prepare.prepare_image(data).encoded))
         except prepare.Rejected as rejection:
             raise ValueError(f"{path}: {rejection}") from None
-    model = load_model(model_dir)
+    model = layout.load_keras_model(model_dir)
     return explain(model, cases, out_dir, options,
-                   {"model": find_saved_model(model_dir), "images": ", ".join(paths)}, progress)
+                   {"model": layout.find_saved_model(model_dir), "images": ", ".join(paths)},
+                   progress)
 
 
 def summary_lines(summary: Dict[str, Any]) -> List[str]:

@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from components.grad_cam import faithfulness, gradcam
-from components.grad_cam.conftest import QUADRANT_IMAGE_SIZE, quadrant_model, sample_images
+from explain import faithfulness, gradcam
+from explain.conftest import QUADRANT_IMAGE_SIZE, quadrant_model, sample_images
 
 
 def test_border_band_and_lung_field_regions():

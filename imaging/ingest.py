@@ -1,10 +1,10 @@
 """Finding images and their metadata on disk, checking them, and the patient-level split.
 
 Two layouts are accepted: a folder per class (Kaggle style) or a folder holding a
-`manifest.csv`. Labels are mapped to the canonical class names through the aliases in
-models.features; a label that matches no alias stops ingestion with an error listing the
-known labels, or, with ignore_unknown_labels, quarantines its files. A manifest `sex` that
-is not a known spelling stops it likewise (no flag: the cell is wrong, not the image). Every
+`manifest.csv`. Labels are mapped to the canonical class names through LABEL_ALIASES; a
+label that matches no alias stops ingestion with an error listing the known labels, or, with
+ignore_unknown_labels, skips its files (listed apart in the report, not quarantined). A
+manifest `sex` that is not a known spelling stops it likewise (no flag: the cell is wrong, not the image). Every
 file under a class folder is a candidate, whatever its extension: imaging/prepare.py decides
 from the content.
 Files are read through tf.io.gfile, so the folder may be on Cloud Storage (gs://...) for
@@ -23,9 +23,35 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from components.image_example_gen import quarantine
-from imaging import prepare
+from imaging import prepare, quarantine
 from models import features
+
+# Folder names users give their classes (Kaggle and hospital exports), matched after
+# lower-casing and dropping spaces, dashes and underscores.
+LABEL_ALIASES: Dict[str, str] = {
+    "covid19": "COVID-19",
+    "covid": "COVID-19",
+    "sarscov2": "COVID-19",
+    "pneumonia": "Pneumonia",
+    "viral": "Pneumonia",
+    "bacterial": "Pneumonia",
+    "viralpneumonia": "Pneumonia",
+    "bacterialpneumonia": "Pneumonia",
+    "normal": "Normal",
+    "nofinding": "Normal",
+    "healthy": "Normal",
+}
+# Manifest spellings, matched after lower-casing and stripping; an empty cell is UNKNOWN too.
+SEX_ALIASES: Dict[str, str] = {
+    "m": "M",
+    "male": "M",
+    "f": "F",
+    "female": "F",
+    "o": "O",
+    "other": "O",
+    "u": features.UNKNOWN,
+    "unknown": features.UNKNOWN,
+}
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_REQUIRED_COLUMNS = ("file", "label")
@@ -96,20 +122,22 @@ class Listing:
     per run; a whole ScanResult (every record) took 0.16 s a time on 1,014 files."""
     files_seen: int
     quarantined: List[quarantine.QuarantineRecord]
+    skipped: List[quarantine.SkippedFile]
 
 
 @dataclass(frozen=True)
 class ScanResult:
     records: List[ImageRecord]                   # files to check
     quarantined: List[quarantine.QuarantineRecord]  # files already rejected by the listing
+    skipped: List[quarantine.SkippedFile] = dataclasses.field(default_factory=list)
 
     @property
     def files_seen(self) -> int:
-        return len(self.records) + len(self.quarantined)
+        return len(self.records) + len(self.quarantined) + len(self.skipped)
 
     @property
     def listing(self) -> Listing:
-        return Listing(self.files_seen, self.quarantined)
+        return Listing(self.files_seen, self.quarantined, self.skipped)
 
     def empty_classes(self) -> List[str]:
         """Classes without a single file: known before any file is checked."""
@@ -151,13 +179,13 @@ def canonical_label(name: str) -> str:
     if name in features.CLASS_NAMES:
         return name
     key = re.sub(r"[\s_\-]", "", name.strip().lower())
-    return features.LABEL_ALIASES.get(key, name.strip())
+    return LABEL_ALIASES.get(key, name.strip())
 
 
 def canonical_sex(value: Optional[str]) -> Optional[str]:
     """A manifest cell -> one of features.SEXES or UNKNOWN (empty cells too); None if invalid."""
     key = (value or "").strip().lower()
-    return features.SEX_ALIASES.get(key) if key else features.UNKNOWN
+    return SEX_ALIASES.get(key) if key else features.UNKNOWN
 
 
 def patient_from_filename(path: str) -> str:
@@ -186,15 +214,15 @@ def scan(data_dir: str, ignore_unknown_labels: bool = False) -> ScanResult:
                                for label in unknown)
             raise DataError(
                 f"unknown label(s) {counts}; known labels: {', '.join(features.CLASS_NAMES)} "
-                f"(folder names may also be any of: {', '.join(sorted(features.LABEL_ALIASES))}). "
+                f"(folder names may also be any of: {', '.join(sorted(LABEL_ALIASES))}). "
                 "Rename or move them, or pass --ignore-unknown-labels to skip those files")
-        quarantined += [quarantine.QuarantineRecord(
-            r.path, prepare.UNKNOWN_LABEL,
-            f"label {r.label!r} is not one of {', '.join(features.CLASS_NAMES)}")
-            for r in records if r.label in unknown]
+        skipped = [quarantine.SkippedFile(r.path, r.label) for r in records if r.label in unknown]
         records = [r for r in records if r.label not in unknown]
+    else:
+        skipped = []
     return ScanResult(sorted(records, key=lambda r: r.path),
-                      sorted(quarantined, key=lambda q: q.path))
+                      sorted(quarantined, key=lambda q: q.path),
+                      sorted(skipped, key=lambda s: s.path))
 
 
 def _scan_folders(data_dir: str) -> List[ImageRecord]:
@@ -247,7 +275,7 @@ def _scan_manifest(manifest: str) -> Tuple[List[ImageRecord], List[quarantine.Qu
             f"{value!r} ({len(lines)} row{'s' * (len(lines) > 1)}, first on line {lines[0]})"
             for value, lines in sorted(bad_sexes.items()))
         raise DataError(f"{manifest}: unknown {MANIFEST_SEX_COLUMN} value(s) {values}; use one "
-                        f"of {', '.join(features.SEX_ALIASES)} (any case), or leave the cell "
+                        f"of {', '.join(SEX_ALIASES)} (any case), or leave the cell "
                         "empty when it is not known")
     return records, missing_files
 
@@ -329,7 +357,8 @@ def make_report(listing: Listing, kept: Iterable[Tuple[str, str, Optional[str]]]
         quarantined=sorted(list(listing.quarantined) + list(rejected), key=lambda q: q.path),
         converted=sorted((quarantine.Conversion(path, conversion)
                           for path, _, conversion in kept if conversion), key=lambda c: c.path),
-        max_quarantined_fraction=options.max_quarantined_fraction)
+        max_quarantined_fraction=options.max_quarantined_fraction,
+        skipped=list(listing.skipped))
 
 
 def check_data(data_dir: str, options: IngestOptions, progress: bool = False) -> Tuple[

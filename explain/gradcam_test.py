@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.grad_cam import faithfulness, gradcam
-from components.grad_cam.conftest import (QUADRANT_IMAGE_SIZE, last_relu_name, quadrant_model,
+from explain import faithfulness, gradcam
+from explain.conftest import (QUADRANT_IMAGE_SIZE, last_relu_name, quadrant_model,
                                           sample_images)
 from models import builders
 

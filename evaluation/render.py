@@ -12,13 +12,13 @@ import matplotlib
 import numpy as np
 import tensorflow as tf
 
-from components.model_card.metrics import Estimate
-from models import features
+from evaluation.metrics import Estimate
+from models import assets_extra, features
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
-JSON_FILE = features.MODEL_CARD_FILE
+JSON_FILE = assets_extra.MODEL_CARD_FILE
 MARKDOWN_FILE = "model_card.md"
 HTML_FILE = "model_card.html"
 CONFUSION_FILE = "confusion_matrix.png"

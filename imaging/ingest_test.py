@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.image_example_gen import ingest, quarantine
-from components.image_example_gen.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
+from imaging import ingest, quarantine
+from imaging.conftest import (PATIENT_ID, PATIENT_NAME, gradient,
                                                    make_dicom, make_messy_data)
 from conftest import SAMPLE_DIR, sample_rows
 from imaging import prepare
@@ -60,15 +60,45 @@ def test_empty_manifest_label_is_named_as_such(tmp_path):
         ingest.scan(str(tmp_path))
 
 
-def test_unknown_labels_are_quarantined_when_ignored(tmp_path):
+def test_unknown_labels_are_skipped_apart_from_bad_files_when_asked(tmp_path):
     _image(str(tmp_path / "Normal" / "a.png"))
     _image(str(tmp_path / "Lung_Opacity" / "x.png"))
     scanned = ingest.scan(str(tmp_path), ignore_unknown_labels=True)
     assert [os.path.relpath(r.path, tmp_path) for r in scanned.records] == ["Normal/a.png"]
-    assert [(os.path.relpath(q.path, tmp_path), q.reason, q.detail) for q in scanned.quarantined] \
-        == [("Lung_Opacity/x.png", prepare.UNKNOWN_LABEL,
-             "label 'Lung_Opacity' is not one of COVID-19, Pneumonia, Normal")]
+    assert scanned.quarantined == []
+    assert [(os.path.relpath(s.path, tmp_path), s.label) for s in scanned.skipped] == \
+        [("Lung_Opacity/x.png", "Lung_Opacity")]
     assert scanned.files_seen == 2
+
+
+def test_skipped_files_do_not_count_against_the_quarantined_fraction(tmp_path):
+    """A skipped folder as large as the data set itself does not stop the run; one bad file
+    in four checked ones does, and the share is of the files checked."""
+    def distinct(path, value):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.new("L", (80, 70), value).save(path)
+
+    for index in range(3):
+        distinct(str(tmp_path / "Normal" / f"n{index}.png"), index * 40)
+        distinct(str(tmp_path / "COVID" / f"c{index}.png"), index * 40 + 5)
+        distinct(str(tmp_path / "PNEUMONIA" / f"p{index}.png"), index * 40 + 10)
+    for index in range(20):
+        distinct(str(tmp_path / "Lung_Opacity" / f"o{index}.png"), index * 10 + 2)
+    options = ingest.IngestOptions(ignore_unknown_labels=True, max_quarantined_fraction=0.1)
+    _, report = ingest.check_data(str(tmp_path), options)
+    assert (report.files_seen, report.files_checked, len(report.skipped)) == (29, 9, 20)
+    assert report.quarantined == [] and report.problems() == []
+    assert report.skipped_per_label() == {"Lung_Opacity": 20}
+    assert report.summary_lines()[-1] == ("Skipped on request (--ignore-unknown-labels): 20 "
+                                          "files, not counted as quarantined (Lung_Opacity 20)")
+    (tmp_path / "Normal" / "broken.png").write_bytes(b"not an image")
+    _, report = ingest.check_data(str(tmp_path), options)
+    assert report.problems() == [] and len(report.quarantined) == 1  # 1 of 10: not over 10%
+    (tmp_path / "COVID" / "broken.png").write_bytes(b"not an image either")
+    _, report = ingest.check_data(str(tmp_path), options)
+    assert report.problems()[0].startswith("2 of 11 files (18%) were quarantined")
+    saved = quarantine.IngestionReport.from_json(report.to_json())
+    assert saved.skipped == report.skipped
 
 
 def test_manifest_with_extra_and_missing_optional_columns(tmp_path):

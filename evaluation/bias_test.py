@@ -1,6 +1,6 @@
 from collections import Counter
 
-from components.model_card import bias
+from evaluation import bias
 from models import features
 
 
