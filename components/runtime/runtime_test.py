@@ -57,3 +57,22 @@ def test_custom_components_check_their_own_code_digest():
     from components.grad_cam import executor as grad_cam_executor
     with pytest.raises(code_digest.CodeMismatchError, match="components/grad_cam"):
         grad_cam_executor.Executor().Do({}, {}, {code_digest.CODE_SHA256_KEY: "f" * 64})
+
+
+def test_evaluator_runs_tfma_with_long_arrays_printed_summarized(monkeypatch):
+    import numpy as np
+    from tfx.components.evaluator import executor as evaluator_executor
+
+    seen = {}
+
+    def tfx_do(self, input_dict, output_dict, exec_properties):
+        # What TensorFlow writes into a failed binding's message: a batch of examples.
+        seen["repr"] = repr(np.array([b"x" * 30_000] * 950, dtype=object))
+        raise RuntimeError("tfma failed")
+
+    monkeypatch.setattr(evaluator_executor.Executor, "Do", tfx_do)
+    threshold = np.get_printoptions()["threshold"]
+    with pytest.raises(RuntimeError, match="tfma failed"):
+        executor.Evaluator().Do({}, {}, {})
+    assert "..." in seen["repr"] and len(seen["repr"]) < 7 * 30_100
+    assert np.get_printoptions()["threshold"] == threshold
