@@ -1,5 +1,5 @@
 """The models behind the web demo: a pushed version loaded in this process, or a TF Serving
-endpoint reached through the project's gRPC client, and Grad-CAM with the component's code.
+endpoint reached through the project's gRPC client, and Grad-CAM with explain/'s code.
 
 Both predictors answer with serving.client.Prediction, so the page does not care which one
 it talks to. Loading is slow (seconds), so the page creates each predictor once.

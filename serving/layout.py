@@ -88,7 +88,7 @@ def find_saved_model(path: str) -> str:
 def resolve(path: str, model_name: Optional[str] = None) -> ModelVersion:
     """The version to load from a serving dir (holding one model, or `model_name`), from a
     model base path (its newest version) or from one version folder."""
-    path = os.path.normpath(path)
+    path = path.rstrip("/") if "://" in path else os.path.normpath(path)
     if holds_saved_model(path):
         return ModelVersion(os.path.basename(os.path.dirname(path)), os.path.basename(path), path)
     if not tf.io.gfile.isdir(path):

@@ -92,4 +92,5 @@ def test_the_layout_reads_cloud_storage(gcs_dir, tmp_path):
     tf.io.gfile.makedirs(f"{gcs_dir}/cxr/5")
     tf.io.gfile.copy(f"{local}/saved_model.pb", f"{gcs_dir}/cxr/5/saved_model.pb")
     assert layout.newest_version(f"{gcs_dir}/cxr") == (5, f"{gcs_dir}/cxr/5")
+    assert layout.resolve(f"{gcs_dir}/") == layout.ModelVersion("cxr", "5", f"{gcs_dir}/cxr/5")
     assert int(layout.next_version(f"{gcs_dir}/cxr")) > 5
