@@ -51,9 +51,11 @@ def newest_version(model_base_path: str) -> Tuple[int, str]:
     if not tf.io.gfile.isdir(model_base_path):
         raise ModelDirError(f"model directory not found: {model_base_path}")
     if holds_saved_model(model_base_path):
+        parent = (model_base_path.rstrip("/").rpartition("/")[0] if "://" in model_base_path
+                  else os.path.dirname(os.path.abspath(model_base_path)))
         raise ModelDirError(
             f"{model_base_path} is a single version; point at the folder that holds the "
-            f"numbered versions ({os.path.dirname(os.path.abspath(model_base_path))})")
+            f"numbered versions ({parent})")
     numbers = versions(model_base_path)
     if not numbers:
         raise ModelDirError(f"no numbered SavedModel versions in {model_base_path}")
