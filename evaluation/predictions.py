@@ -50,12 +50,7 @@ def count_metadata(examples_uri: str, split: str, keys: Sequence[str]) -> Counte
 def read_metadata(examples_uri: str, split: str) -> List[Dict[str, str]]:
     """Every example's metadata of a split (for notebooks; the card counts in a stream)."""
     records = tf.data.TFRecordDataset(split_files(examples_uri, split), compression_type="GZIP")
-    rows = []
-    for batch in records.batch(PREDICT_BATCH):
-        parsed = {k: v.numpy() for k, v in tf.io.parse_example(batch, METADATA_SPEC).items()}
-        rows += [{k: values[i].decode() for k, values in parsed.items()}
-                 for i in range(len(parsed[features.LABEL_KEY]))]
-    return rows
+    return [row for batch in records.batch(PREDICT_BATCH) for row in parse_metadata(batch)]
 
 
 def predict_split(model_dir: str, examples_uri: str, split: str
