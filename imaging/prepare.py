@@ -21,6 +21,10 @@ conversion is recorded:
 - DICOM: see dicom.py.
 16-bit PNGs are kept as they are: tf.io.decode_image scales them by 1/65535 and
 decode_image then stretches them to the full range, so 12-bit data is not clipped.
+
+`model_decode_error` is the other side: a server receiving raw bytes from any TF Serving
+client learns, without calling TensorFlow, that the model would refuse them and with which
+words (see its docstring for why no TensorFlow call).
 """
 import dataclasses
 import hashlib
@@ -47,6 +51,20 @@ TOO_LARGE = "image too large"
 BAD_DICOM = "unreadable DICOM"
 DUPLICATE = "duplicate image"
 MISSING = "file listed in the manifest does not exist"
+
+# tf.io.decode_image (the exported model's decoder) tells formats apart by their first bytes
+# and says this of anything else; its words for a JPEG or PNG it cannot decode follow.
+TF_FORMAT_SIGNATURES = {"jpeg": b"\xff\xd8\xff", "png": b"\x89PNG\r\n\x1a\n", "gif": b"GIF8",
+                        "bmp": b"BM"}
+TF_EMPTY = "Input is empty."
+TF_UNKNOWN_FORMAT = "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+TF_BAD_JPEG = "jpeg::Uncompress failed. Invalid JPEG data or crop window."
+TF_BAD_PNG_HEADER = "Invalid PNG. Failed to initialize decoder."
+TF_BAD_PNG_DATA = "Invalid PNG data, size {size}"
+# A complete file ends with these; one that does not (cut short, or junk after them) is
+# decoded by model_decode_error.
+JPEG_END = b"\xff\xd9"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +94,9 @@ class PreparedImage:
 
 def sniff(data: bytes) -> str:
     """'jpeg', 'png', 'dicom', or a plain description of what the content looks like."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
+    for kind in ("jpeg", "png"):
+        if data.startswith(TF_FORMAT_SIGNATURES[kind]):
+            return kind
     if dicom.is_dicom(data):
         return "dicom"
     head = data[:512].lstrip().lower()
@@ -207,3 +224,36 @@ def prepare_image(data: bytes, options: CheckOptions = CheckOptions()) -> Prepar
                         content_sha256=hashlib.sha256(data).hexdigest(),
                         conversion=conversion, dicom_metadata=metadata)
 
+
+def model_decode_error(data: bytes) -> Optional[str]:
+    """TensorFlow's own words for why the exported model cannot decode these bytes, found
+    without calling TensorFlow; None when nothing shows that it cannot (the model decides).
+
+    Every TensorFlow call that fails keeps about 1 KiB for good (TF 2.16's Python binding
+    leaves the failed call's output list behind), so a server that lets the model find bad
+    inputs grows with each one. Unknown formats are told by their first bytes, as TensorFlow
+    tells them. A JPEG or PNG that does not end as a complete file does (cut short: an
+    interrupted upload or copy) is decoded with Pillow and refused when Pillow cannot decode
+    it, which TensorFlow cannot either. Files that end properly are not decoded here, so good
+    images cost no second decode; what TensorFlow refuses and this does not see (a file damaged
+    inside, a PNG cut just before its end chunk, GIF and BMP) still reaches the model.
+    """
+    if not data:
+        return TF_EMPTY
+    kind = next((name for name, start in TF_FORMAT_SIGNATURES.items()
+                 if data.startswith(start)), None)
+    if kind is None:
+        return TF_UNKNOWN_FORMAT
+    end = {"jpeg": JPEG_END, "png": PNG_END}.get(kind)
+    if end is None or data.endswith(end):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except Image.DecompressionBombError:
+        return None  # over Pillow's limit, not necessarily TensorFlow's
+    except Image.UnidentifiedImageError:
+        return TF_BAD_JPEG if kind == "jpeg" else TF_BAD_PNG_HEADER
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return TF_BAD_JPEG if kind == "jpeg" else TF_BAD_PNG_DATA.format(size=len(data))
+    return None

@@ -156,3 +156,43 @@ def test_identical_content_has_identical_hash_whatever_the_name():
     assert prepare.prepare_image(data).content_sha256 == prepare.prepare_image(bytes(data)).content_sha256
     assert prepare.prepare_image(data).content_sha256 != \
         prepare.prepare_image(encode(gradient(97), "PNG")).content_sha256
+
+
+def _tensorflow_words(data: bytes):
+    """What tf.io.decode_image, the exported model's decoder, says of these bytes (None: it
+    decodes them)."""
+    try:
+        tf.io.decode_image(data, channels=0, expand_animations=False)
+    except tf.errors.InvalidArgumentError as error:
+        return error.message.split("} ")[-1].replace(" [Op:DecodeImage]", "")
+    return None
+
+
+def test_model_decode_error_gives_tensorflows_words_without_calling_it():
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 120), np.uint8))
+    jpeg, png = encode(noisy, "JPEG"), encode(noisy, "PNG")
+    png16 = encode(Image.fromarray(np.full((70, 70), 4095, np.uint16)), "PNG")
+    refused = [b"", b"patient notes, not an image\n", b"<html><body>502</body></html>",
+               bytes(np.random.default_rng(1).integers(0, 256, 2048, np.uint8)),
+               jpeg[:len(jpeg) // 3], jpeg[:-2], b"\xff\xd8\xff", png[:len(png) // 2],
+               b"\x89PNG\r\n\x1a\n" + b"\x00" * 64]
+    for data in refused:
+        assert _tensorflow_words(data) is not None
+        assert prepare.model_decode_error(data) == _tensorflow_words(data), data[:12]
+    for data in (jpeg, png, png16, jpeg + b"\x00" * 100, png + b"trailer"):
+        assert _tensorflow_words(data) is None
+        assert prepare.model_decode_error(data) is None
+
+
+def test_model_decode_error_decodes_only_files_that_do_not_end_complete(monkeypatch):
+    """Good images cost no second decode: Pillow is not even asked."""
+    jpeg = encode(gradient(), "JPEG")
+
+    def no_pillow(*args, **kwargs):
+        raise AssertionError("Pillow was asked to open a complete file")
+
+    monkeypatch.setattr(prepare.Image, "open", no_pillow)
+    assert prepare.model_decode_error(jpeg) is None
+    assert prepare.model_decode_error(encode(gradient(), "PNG")) is None
+    with pytest.raises(AssertionError, match="Pillow was asked"):
+        prepare.model_decode_error(jpeg[:-10])

@@ -1,8 +1,10 @@
 """The gRPC client against `cxr serve`'s PredictionService over a real loopback channel."""
+import gc
 import glob
 import os
 import socket
 import time
+import types
 
 import grpc
 import numpy as np
@@ -246,3 +248,57 @@ def test_describe_leads_with_the_gate_verdict():
     assert client.describe(client.Prediction("COVID-19", probabilities, 0.0, False)) == (
         "not a frontal chest X-ray (chest X-ray score 0.000); as a chest X-ray it would be "
         "COVID-19 (COVID-19 0.507, Pneumonia 0.230, Normal 0.263)")
+
+
+class _CountingCalls:
+    """A served signature function that counts its calls (the real function runs)."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, **inputs):
+        self.calls += 1
+        return self.function(**inputs)
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
+
+
+def _lists_left_by_failed_tensorflow_calls() -> int:
+    """TensorFlow 2.16's Python binding leaves a one-item list holding NULL behind for each
+    call that fails, for as long as the process lives."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects()
+               if type(o) is list and len(o) == 1 and repr(o) == "[<NULL>]")
+
+
+def test_undecodable_inputs_are_refused_before_the_model_runs(served, monkeypatch):
+    """A long-running server must not let the model find bad inputs: each failing TensorFlow
+    call keeps memory for good (counted here), and the server ran each refused input twice."""
+    servable, target = served
+    signatures = {name: _CountingCalls(function)
+                  for name, function in servable._model.signatures.items()}
+    monkeypatch.setattr(servable, "_model", types.SimpleNamespace(signatures=signatures))
+    serve = signatures[features.SERVING_SIGNATURE]
+    good = client.read_images(_sample_paths(2))
+    bad = [b"not an image", good[0][:len(good[0]) // 3], b"\x89PNG\r\n\x1a\n" + b"\0" * 64]
+
+    left_before = _lists_left_by_failed_tensorflow_calls()
+    for _ in range(10):
+        with pytest.raises(grpc.RpcError) as error:
+            _raw_predict(target, [good[0], bad[0], good[1], bad[1], bad[2]])
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.value.details() == (
+            "image_bytes[1]: Unknown image file format. One of JPEG, PNG, GIF, BMP required.; "
+            "image_bytes[3]: jpeg::Uncompress failed. Invalid JPEG data or crop window.; "
+            "image_bytes[4]: Invalid PNG. Failed to initialize decoder.")
+    assert serve.calls == 0
+    assert _lists_left_by_failed_tensorflow_calls() - left_before < 5
+
+    assert len(_raw_predict(target, good).outputs[features.PROBABILITIES_OUTPUT]
+               .tensor_shape.dim) == 2
+    assert serve.calls == 1  # the count sees the model's calls
+    for _ in range(10):  # and the probe sees failing calls
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.decode_image(bad[0])
+    assert _lists_left_by_failed_tensorflow_calls() - left_before >= 10

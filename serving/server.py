@@ -9,13 +9,16 @@ development and tests, not for production.
 
 Two things TF Serving does not do: a request may hold at most `Limits.max_batch_size` inputs
 and `Limits.max_request_bytes` bytes (clear INVALID_ARGUMENT / RESOURCE_EXHAUSTED errors
-instead of unbounded memory), and when the model rejects a batch the answer names the inputs
-it rejected (`image_bytes[3]: ...`), found by running them one at a time.
+instead of unbounded memory), and a refusal names the inputs refused (`image_bytes[3]: ...`).
+Image bytes the model cannot decode are refused before the model runs, in TensorFlow's words
+(imaging/prepare.model_decode_error: each failing TensorFlow call keeps memory for good, so a
+long-running server must not let the model find them); whatever still fails in the model is
+named by running the batch's inputs one at a time.
 """
 import dataclasses
 import os
 from concurrent import futures
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -25,6 +28,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from imaging import prepare
 from models import features
 from serving import warmup
 from serving.layout import SAVED_MODEL_FILE, ModelDirError, newest_version
@@ -68,6 +72,26 @@ def _op_error_cause(message: str) -> str:
         if line and not line.startswith(boilerplate):
             return line.split(" [[", 1)[0]
     return "the model failed on this input"
+
+
+def _rejection_text(tensors: Dict[str, tf.Tensor], rejected: Sequence[Tuple[int, str]]) -> str:
+    """'image_bytes[1]: <cause>; image_bytes[3]: <cause>', one line."""
+    names = "/".join(sorted(tensors))
+    return "; ".join(f"{names}[{index}]: {cause}" for index, cause in rejected)
+
+
+def _undecodable_images(tensors: Dict[str, tf.Tensor]) -> List[Tuple[int, str]]:
+    """(index, TensorFlow's words) for each image in a serving_default-style request that the
+    model is known to be unable to decode, found without running the model."""
+    images = tensors.get(features.SERVING_INPUT)
+    if images is None or images.dtype != tf.string or not images.shape.rank:
+        return []
+    rejected = []
+    for index, data in enumerate(np.reshape(images.numpy(), [-1])):
+        cause = prepare.model_decode_error(data)
+        if cause is not None:
+            rejected.append((index, cause))
+    return rejected
 
 
 class Servable:
@@ -146,6 +170,10 @@ class Servable:
                 f"the request holds {batch} inputs, over this server's limit of "
                 f"{self.limits.max_batch_size} per request (cxr serve --max-batch-size); send "
                 "fewer per request")
+        undecodable = _undecodable_images(tensors)
+        if undecodable:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               _rejection_text(tensors, undecodable))
         function = self._model.signatures[signature_name]
         try:
             outputs = function(**tensors)
@@ -179,8 +207,7 @@ class Servable:
                     rejected.append((index, _op_error_cause(single.message)))
         if not rejected:  # only the combination failed
             return _op_error_cause(error.message)
-        names = "/".join(sorted(tensors))
-        return "; ".join(f"{names}[{index}]: {cause}" for index, cause in rejected)
+        return _rejection_text(tensors, rejected)
 
     def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
