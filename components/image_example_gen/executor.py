@@ -93,9 +93,9 @@ def accepted_to_example(accepted: ingest.Accepted) -> tf.train.Example:
 
 # One file as it crosses Beam's stages: (content hash, height, width, conversion, then the
 # ingest.ImageRecord fields in order). Beam encodes a tuple of strings and ints field by field;
-# a dataclass it pickles whole, class and field names included, and it decodes each into an
-# object with its own attribute dict: about 1 KB more per file in every collection and list
-# that holds them (measured in executor_test.py).
+# a dataclass it pickles whole, class and field names included (351 bytes against 147 for a
+# typical file, executor_test.py), and decodes into objects with their own attribute dicts.
+# Every collection and list that holds the files holds one of these per file.
 _Row = Tuple[Any, ...]
 _RECORD_START = 4
 
