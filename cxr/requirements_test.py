@@ -44,3 +44,12 @@ def test_a_command_whose_extra_is_missing_stops_with_one_line(monkeypatch, tmp_p
         "cxr: error: cxr compile needs the optional part 'vertex' (no-such-package-cxr not "
         "installed): pip install -c constraints.txt -e \".[vertex]\""]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_the_installed_cxr_script_can_resolve_its_requirements():
+    # The installed `cxr` sets __requires__ = 'cxr-tfx'; TFX imports setuptools in every run,
+    # and pkg_resources then resolves the whole requirement tree or stops the run.
+    result = subprocess.run(
+        [sys.executable, "-c", "__requires__ = 'cxr-tfx'\nimport pkg_resources"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr.strip().splitlines()[-1]
