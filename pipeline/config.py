@@ -49,6 +49,9 @@ class PipelineConfig:
     # The head's learning rate and dropout; set them to pin what a Tuner run chose.
     head_learning_rate: Optional[float] = None
     dropout: Optional[float] = None
+    # Seeds the head's initial weights, shuffling and augmentation (not the split): training
+    # on CPU is repeatable with one seed, so run-to-run spread is measured across seeds.
+    seed: Optional[int] = None
     split_percentages: Tuple[int, int, int] = (70, 15, 15)
     # Blessing: COVID-19 misses are the costliest error, so its recall has its own floor.
     min_covid_recall: float = 0.8
@@ -206,7 +209,8 @@ class PipelineConfig:
         """What models/trainer.py reads from Trainer's custom_config."""
         config = {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
                   "image_size": self.image_size, "weights": self.weights}
-        for name in ("fine_tune_layers", "label_smoothing", "head_learning_rate", "dropout"):
+        for name in ("fine_tune_layers", "label_smoothing", "head_learning_rate", "dropout",
+                     "seed"):
             if getattr(self, name) is not None:
                 config[name] = getattr(self, name)
         return config

@@ -72,10 +72,11 @@ def test_bad_engine_settings_are_rejected(tmp_path, settings, message):
 
 def test_training_settings_reach_the_trainer_only_when_given(tmp_path):
     config = PipelineConfig.from_settings(
-        {"data_dir": str(tmp_path), "head_learning_rate": 3e-4},
+        {"data_dir": str(tmp_path), "head_learning_rate": 3e-4, "seed": 3},
         {"CXR_DROPOUT": "0.4"})
     assert config.trainer_config["head_learning_rate"] == 3e-4
     assert config.trainer_config["dropout"] == 0.4
+    assert config.trainer_config["seed"] == 3
     assert "label_smoothing" not in PipelineConfig(data_dir=str(tmp_path)).trainer_config
 
 
