@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from bench.measure import REPO_ROOT, RssSampler
 from models import trainer
@@ -105,13 +105,19 @@ def component_intervals(metadata_path: str) -> Dict[str, Dict[str, float]]:
     return intervals
 
 
-def run_pipeline(settings: Settings, output_dir: str,
-                 extra_args: Sequence[str] = ()) -> Dict[str, object]:
+def run_pipeline(settings: Settings, output_dir: str, extra_args: Sequence[str] = (),
+                 through: Optional[str] = None) -> Dict[str, object]:
     """`cxr run` timed; per component its wall time, the process tree's peak RSS while it
-    ran and the RSS when it started (what earlier components left behind)."""
+    ran and the RSS when it started (what earlier components left behind).
+
+    through: run only the nodes up to this one (bench/partial_run.py), same flags."""
     from pipeline.config import PipelineConfig
 
-    timed = _run_timed(pipeline_command(settings, output_dir) + list(extra_args),
+    command = pipeline_command(settings, output_dir)
+    if through:
+        command = [sys.executable, "-m", "bench.partial_run", "--through", through] + \
+            command[command.index("run") + 1:]
+    timed = _run_timed(command + list(extra_args),
                        os.path.join(os.path.dirname(output_dir),
                                     os.path.basename(output_dir) + ".log"))
     sampler = timed["sampler"]
@@ -123,8 +129,9 @@ def run_pipeline(settings: Settings, output_dir: str,
         components[name] = {"seconds": interval["end"] - interval["start"],
                             "peak_rss_mib": peak / 2**20 if peak else None,
                             "start_rss_mib": at_start / 2**20 if at_start else None}
+    accuracy = {} if through else _card_accuracy(config)
     return {"wall_seconds": timed["wall_seconds"], "peak_rss_mib": sampler.peak / 2**20,
-            "components": components, **_card_accuracy(config)}
+            "components": components, **accuracy}
 
 
 def _card_accuracy(config) -> Dict[str, object]:

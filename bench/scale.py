@@ -6,8 +6,11 @@ one epoch, so that training does not dominate, and records per component the wal
 time per image and the process tree's peak RSS. Results: bench/results/scale.json, a table
 between the scale markers of docs/benchmarks.md and a log-log plot (docs/scale.png).
 
-Results are merged by (N, Beam workers), so a single large run can be added later
-(`--sizes 50k`) without repeating the others.
+Results are merged by (N, Beam workers, --through), so a single large run can be added later
+(`--sizes 50k`) without repeating the others. `--through StatisticsGen` runs only the nodes up
+to that one (bench/partial_run.py): ingestion and statistics measured at a large N without
+training; such rows stand beside the whole runs, and the goals of the components they hold
+come from the most recently measured kind of run.
 """
 import argparse
 import json
@@ -51,6 +54,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--train-steps", type=int,
                         help="cap on training steps per epoch (for quick checks)")
+    parser.add_argument("--through", metavar="NODE",
+                        help="run the pipeline only up to this node, e.g. StatisticsGen "
+                             "(default: the whole pipeline)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every (size, workers)")
     parser.add_argument("--keep-data", action="store_true",
                         help="keep the generated data sets (default: delete each after use)")
@@ -112,7 +118,7 @@ def measure_size(args: argparse.Namespace, source: str, images: int, workers: in
         extra = ["--beam-direct-workers", str(workers)]
         if args.train_steps:
             extra += ["--train-steps", str(args.train_steps)]
-        run = e2e.run_pipeline(settings, output_dir, extra)
+        run = e2e.run_pipeline(settings, output_dir, extra, through=args.through)
         run["examples"] = _examples_written(output_dir, settings.data_dir)
         run["load_average_at_start"] = loads[-1]
         run["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -127,34 +133,49 @@ def measure_size(args: argparse.Namespace, source: str, images: int, workers: in
             "examples": runs[-1]["examples"],
             "settings": {"model": args.model, "image_size": args.image_size,
                          "epochs": args.epochs, "batch_size": args.batch_size,
-                         "train_steps": args.train_steps},
+                         "train_steps": args.train_steps, "through": args.through},
             "wall_seconds": measure.summarize([r["wall_seconds"] for r in runs]),
             "peak_rss_mib": measure.summarize([r["peak_rss_mib"] for r in runs]),
             "components": _component_summary(runs, images), "runs": runs,
             "machine": measure.machine()}
 
 
+def _through(entry: dict) -> Optional[str]:
+    return entry.get("settings", {}).get("through")
+
+
+def _measured(entry: dict) -> str:
+    return entry.get("machine", {}).get("started_utc", "")
+
+
 def goals(entries: Sequence[dict]) -> List[Dict[str, object]]:
     """Per data-dependent component: per-image time and peak RSS, largest N against smallest
-    (one Beam worker), and the multi-worker speed-up at the largest N measured with both."""
-    single = sorted((e for e in entries if e["beam_direct_workers"] == 1),
-                    key=lambda e: e["images"])
+    (one Beam worker, runs of one kind: whole, or through the same node; of the kinds that
+    measured the component at two sizes or more, the most recently measured one)."""
+    kinds: Dict[Optional[str], List[dict]] = {}
+    for entry in entries:
+        if entry["beam_direct_workers"] == 1:
+            kinds.setdefault(_through(entry), []).append(entry)
     rows = []
-    if len(single) >= 2:
+    for name in DATA_COMPONENTS:
+        candidates = [sorted((e for e in kind if name in e["components"]),
+                             key=lambda e: e["images"]) for kind in kinds.values()]
+        candidates = [c for c in candidates if len(c) >= 2]
+        if not candidates:
+            continue
+        single = max(candidates, key=lambda c: max(map(_measured, c)))
         small, large = single[0], single[-1]
-        for name in DATA_COMPONENTS:
-            if name not in small["components"] or name not in large["components"]:
-                continue
-            a, b = small["components"][name], large["components"][name]
+        kind = f" (runs through {_through(large)})" if _through(large) else ""
+        a, b = small["components"][name], large["components"][name]
+        rows.append({
+            "goal": f"{name}: time per image at {large['images']} / at {small['images']}{kind}",
+            "value": b["ms_per_image"]["median"] / a["ms_per_image"]["median"],
+            "target": f"<= {TIME_GROWTH_LIMIT}"})
+        if a["peak_rss_mib"] and b["peak_rss_mib"]:
             rows.append({
-                "goal": f"{name}: time per image at {large['images']} / at {small['images']}",
-                "value": b["ms_per_image"]["median"] / a["ms_per_image"]["median"],
-                "target": f"<= {TIME_GROWTH_LIMIT}"})
-            if a["peak_rss_mib"] and b["peak_rss_mib"]:
-                rows.append({
-                    "goal": f"{name}: peak RSS at {large['images']} / at {small['images']}",
-                    "value": b["peak_rss_mib"]["median"] / a["peak_rss_mib"]["median"],
-                    "target": f"<= {MEMORY_GROWTH_LIMIT}"})
+                "goal": f"{name}: peak RSS at {large['images']} / at {small['images']}{kind}",
+                "value": b["peak_rss_mib"]["median"] / a["peak_rss_mib"]["median"],
+                "target": f"<= {MEMORY_GROWTH_LIMIT}"})
     for row in rows:
         limit = float(row["target"].split()[-1])
         row["met"] = row["value"] <= limit
@@ -162,10 +183,14 @@ def goals(entries: Sequence[dict]) -> List[Dict[str, object]]:
 
 
 def merge(previous: Sequence[dict], new: Sequence[dict]) -> List[dict]:
-    """New entries replace earlier ones of the same (images, workers)."""
-    keys = {(e["images"], e["beam_direct_workers"]) for e in new}
-    kept = [e for e in previous if (e["images"], e["beam_direct_workers"]) not in keys]
-    return sorted(kept + list(new), key=lambda e: (e["beam_direct_workers"], e["images"]))
+    """New entries replace earlier ones of the same (images, workers, through)."""
+    def key(entry):
+        return entry["images"], entry["beam_direct_workers"], _through(entry) or ""
+
+    keys = {key(e) for e in new}
+    kept = [e for e in previous if key(e) not in keys]
+    return sorted(kept + list(new), key=lambda e: (e["beam_direct_workers"], bool(_through(e)),
+                                                   e["images"]))
 
 
 def _spread(stats: Optional[dict], digits: int = 1) -> str:
@@ -185,7 +210,8 @@ def markdown(results: dict, plot_name: str) -> str:
         f"{entries[0]['settings']['epochs']} epoch(s), batch "
         f"{entries[0]['settings']['batch_size']}; "
         "median (min–max) where repeated. Peak RSS: the pipeline's process tree while the "
-        "component ran (components share the process, so what earlier ones left counts too).",
+        "component ran (components share the process, so what earlier ones left counts too). "
+        "Rows marked \"through\" ran only the nodes up to that one (`--through`).",
         "",
         f"![time and memory against N]({plot_name})",
         "",
@@ -196,16 +222,19 @@ def markdown(results: dict, plot_name: str) -> str:
     for e in entries:
         loads = ", ".join(str(r["load_average_at_start"][0]) for r in e["runs"])
         capped = e["settings"].get("train_steps")
-        lines.append(f"| {e['images']}{f' (training capped at {capped} steps)' if capped else ''}"
+        kind = (f" (through {_through(e)})" if _through(e) else
+                f" (training capped at {capped} steps)" if capped else "")
+        lines.append(f"| {e['images']}{kind}"
                      f" | {e['beam_direct_workers']} | {len(e['runs'])} | "
                      f"{e['machine']['started_utc']} | {e['machine']['git_commit']} | {loads} | "
                      f"{_spread(e['wall_seconds'])} | {_spread(e['peak_rss_mib'], 0)} |")
-    names = [n for n in entries[-1]["components"]
+    names = [n for n in max(entries, key=lambda e: len(e["components"]))["components"]
              if any(e["components"].get(n, {}).get("seconds", {}).get("median", 0) > 0.5
                     for e in entries)]
     lines += ["", "Per component, time per image (ms) / peak RSS (MiB):", "",
               "| component | " + " | ".join(
-                  f"N={e['images']}, {e['beam_direct_workers']}w" for e in entries) + " |",
+                  f"N={e['images']}, {e['beam_direct_workers']}w"
+                  f"{f', to {_through(e)}' if _through(e) else ''}" for e in entries) + " |",
               "|---|" + "---|" * len(entries)]
     for name in names:
         cells = []
@@ -228,7 +257,8 @@ def plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = [e for e in results["entries"] if e["beam_direct_workers"] == 1]
+    single = [e for e in results["entries"] if e["beam_direct_workers"] == 1]
+    entries = [e for e in single if not _through(e)] or single
     sizes = [e["images"] for e in entries]
     figure, (times, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in DATA_COMPONENTS + ("Trainer",):

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from bench import scale, scale_data
+from bench import partial_run, scale, scale_data
 from conftest import SAMPLE_DIR
 from models import features
 
@@ -83,3 +83,33 @@ def test_scale_run_writes_results_plot_and_table(tmp_path):
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written notes\n")
     assert scale.BEGIN in text and "| ImageExampleGen |" in text and "(scale.png)" in text
+
+
+def test_runs_through_a_node_stand_beside_whole_runs_and_give_the_newer_goals():
+    def entry(images, peak, through=None, started="2026-01-01 00:00:00"):
+        names = ("ImageExampleGen",) if through else ("ImageExampleGen", "Evaluator")
+        component = {"seconds": {"median": 1.0}, "ms_per_image": {"median": 1000 / images},
+                     "peak_rss_mib": {"median": peak}}
+        return {"images": images, "beam_direct_workers": 1, "settings": {"through": through},
+                "machine": {"started_utc": started}, "components": {n: component for n in names}}
+
+    whole = [entry(2000, 1000.0), entry(50000, 1400.0)]
+    partial = [entry(2000, 1000.0, "StatisticsGen", "2026-02-01 00:00:00"),
+               entry(50000, 1200.0, "StatisticsGen", "2026-02-01 01:00:00")]
+    merged = scale.merge(whole, partial)
+    assert len(merged) == 4  # a run through a node does not replace a whole run
+    memory = {g["goal"]: g["value"] for g in scale.goals(merged) if "RSS" in g["goal"]}
+    assert memory == {
+        "ImageExampleGen: peak RSS at 50000 / at 2000 (runs through StatisticsGen)":
+            pytest.approx(1.2),
+        "Evaluator: peak RSS at 50000 / at 2000": pytest.approx(1.4)}
+
+
+def test_partial_run_refuses_a_node_the_pipeline_lacks(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        partial_run.main(["--through", "Nope", "--data-dir", SAMPLE_DIR,
+                          "--output-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert "--through: no node 'Nope'; the pipeline's nodes: ImageExampleGen, " in error
+    assert ", StatisticsGen, " in error and error.rstrip().endswith(", Pusher")

@@ -64,6 +64,13 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                              "(more than the backbone has: all of it)")
     parser.add_argument("--label-smoothing", type=float, metavar="E",
                         help="cross-entropy label smoothing during training")
+    parser.add_argument("--head-learning-rate", type=float, metavar="LR",
+                        help="learning rate of the first phase, when only the head trains")
+    parser.add_argument("--dropout", type=float, metavar="P",
+                        help="dropout before the classification layer")
+    parser.add_argument("--seed", type=int,
+                        help="training seed (head weights, shuffling, augmentation; not the "
+                             "split): runs with one seed repeat, so compare seeds for spread")
     parser.add_argument("--split", dest="split_percentages", type=_split_percentages,
                         metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
     parser.add_argument("--train-steps", type=int,

@@ -31,6 +31,7 @@ def test_folder_without_images_is_one_line_usage_error(tmp_path, capsys):
     ("--epochs", "0", "epochs must be at least 1"),
     ("--image-size", "8", "image size must be between"),
     ("--min-covid-recall", "1.5", "min_covid_recall must be between 0 and 1"),
+    ("--dropout", "1.5", "dropout must be in [0, 1), got 1.5"),
 ])
 def test_bad_flag_values_are_one_line_usage_errors(tmp_path, capsys, flag, value, message):
     data_dir = make_subset(str(tmp_path / "data"), per_class=1)

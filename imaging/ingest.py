@@ -339,24 +339,40 @@ def deduplicate(accepted: Iterable[Union[Accepted, CheckedFile]]
     return kept, duplicates
 
 
-def kept_summary(item: CheckedFile) -> Tuple[str, str, Optional[str]]:
-    """(path, label, conversion): all the report needs of a kept image."""
-    return item.record.path, item.record.label, item.conversion
+@dataclass
+class KeptTally:
+    """All the report needs of the kept images: a count per class and the converted files.
+
+    A tally, not a list of every kept file: it is what ingestion holds for the report while
+    it runs, and it grows with the conversions only.
+    """
+    per_class: Dict[str, int] = dataclasses.field(
+        default_factory=lambda: {name: 0 for name in features.CLASS_NAMES})
+    conversions: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (path, how)
+
+    def add(self, label: str, path: str, conversion: Optional[str]) -> "KeptTally":
+        self.per_class[label] = self.per_class.get(label, 0) + 1
+        if conversion:
+            self.conversions.append((path, conversion))
+        return self
+
+    def merge(self, other: "KeptTally") -> "KeptTally":
+        for label, count in other.per_class.items():
+            self.per_class[label] = self.per_class.get(label, 0) + count
+        self.conversions += other.conversions
+        return self
 
 
-def make_report(listing: Listing, kept: Iterable[Tuple[str, str, Optional[str]]],
+def make_report(listing: Listing, kept: KeptTally,
                 rejected: Iterable[quarantine.QuarantineRecord], options: IngestOptions
                 ) -> quarantine.IngestionReport:
-    """The report from the listing, kept_summary() of each kept image and the rejections."""
-    kept = list(kept)
-    per_class = {name: sum(label == name for _, label, _ in kept)
-                 for name in features.CLASS_NAMES}
+    """The report from the listing, the tally of the kept images and the rejections."""
     return quarantine.IngestionReport(
         files_seen=listing.files_seen,
-        accepted_per_class=per_class,
+        accepted_per_class={name: kept.per_class.get(name, 0) for name in features.CLASS_NAMES},
         quarantined=sorted(list(listing.quarantined) + list(rejected), key=lambda q: q.path),
         converted=sorted((quarantine.Conversion(path, conversion)
-                          for path, _, conversion in kept if conversion), key=lambda c: c.path),
+                          for path, conversion in kept.conversions), key=lambda c: c.path),
         max_quarantined_fraction=options.max_quarantined_fraction,
         skipped=list(listing.skipped))
 
@@ -379,8 +395,10 @@ def check_data(data_dir: str, options: IngestOptions, progress: bool = False) ->
         else:
             rejected.append(outcome)
     kept, duplicates = deduplicate(checked)
-    report = make_report(scanned.listing, map(kept_summary, kept), rejected + duplicates,
-                         options)
+    tally = KeptTally()
+    for item in kept:
+        tally.add(item.record.label, item.record.path, item.conversion)
+    report = make_report(scanned.listing, tally, rejected + duplicates, options)
     return sorted(kept, key=lambda a: a.record.path), report
 
 

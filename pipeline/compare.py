@@ -306,15 +306,16 @@ def render_comparison(comparison: Dict) -> str:
         "ROC-AUC.", "",
         "## Candidates", "",
         _row(["candidate", "model", "image size", "epochs (kept)", "fine-tune layers",
-              "label smoothing"]), _row(["---"] * 6)]
+              "label smoothing", "head learning rate", "dropout", "seed"]), _row(["---"] * 9)]
     for name, m in models.items():
         settings = m["settings"]
         kept = f" (epoch {settings['best_epoch']} of {settings['epochs_run']} run)" \
             if settings.get("best_epoch") else ""
         lines.append(_row([name, settings["model"], str(settings["image_size"]),
                            f"{settings['epochs']}{kept}",
-                           _setting(settings.get("fine_tune_layers")),
-                           _setting(settings.get("label_smoothing"))]))
+                           *(_setting(settings.get(key)) for key in (
+                               "fine_tune_layers", "label_smoothing", "head_learning_rate",
+                               "dropout", "seed"))]))
     lines += ["", f"**Recommended: {choice['model']}**, by the rule fixed before looking at "
               f"the test split: {choice['rule']}", "",
               "## Eval split (where choices are made)", "",

@@ -46,6 +46,12 @@ class PipelineConfig:
     # fine-tuning; more than the backbone has unfreezes all of it.
     fine_tune_layers: Optional[int] = None
     label_smoothing: Optional[float] = None
+    # The head's learning rate and dropout; set them to pin what a Tuner run chose.
+    head_learning_rate: Optional[float] = None
+    dropout: Optional[float] = None
+    # Seeds the head's initial weights, shuffling and augmentation (not the split): training
+    # on CPU is repeatable with one seed, so run-to-run spread is measured across seeds.
+    seed: Optional[int] = None
     split_percentages: Tuple[int, int, int] = (70, 15, 15)
     # Blessing: COVID-19 misses are the costliest error, so its recall has its own floor.
     min_covid_recall: float = 0.8
@@ -120,6 +126,11 @@ class PipelineConfig:
             raise ValueError(f"fine_tune_layers must be at least 1, got {self.fine_tune_layers}")
         if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.head_learning_rate is not None and not 0.0 < self.head_learning_rate < 1.0:
+            raise ValueError("head_learning_rate must be in (0, 1), got "
+                             f"{self.head_learning_rate}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -198,7 +209,8 @@ class PipelineConfig:
         """What models/trainer.py reads from Trainer's custom_config."""
         config = {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
                   "image_size": self.image_size, "weights": self.weights}
-        for name in ("fine_tune_layers", "label_smoothing"):
+        for name in ("fine_tune_layers", "label_smoothing", "head_learning_rate", "dropout",
+                     "seed"):
             if getattr(self, name) is not None:
                 config[name] = getattr(self, name)
         return config

@@ -8,11 +8,14 @@ identical files, are written to `quarantine.json` inside the examples artifact.
 
 No step holds the images: the checks pass on what the split and the report need, and each
 kept file is read again, hash-checked and serialized in the stage that writes it (Beam's
-in-process runner keeps whole collections in memory between stages).
+in-process runner keeps whole collections in memory between stages). What does cross the
+stages per file is a plain tuple (_Row), and the steps that see every file at once keep a
+count per class (the report) or one entry per patient (the split), not one per file.
 """
+import dataclasses
 import gzip
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam import coders
@@ -88,31 +91,75 @@ def accepted_to_example(accepted: ingest.Accepted) -> tf.train.Example:
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
+# One file as it crosses Beam's stages: (content hash, height, width, conversion, then the
+# ingest.ImageRecord fields in order). Beam encodes a tuple of strings and ints field by field;
+# a dataclass it pickles whole, class and field names included (351 bytes against 147 for a
+# typical file, executor_test.py), and decodes into objects with their own attribute dicts.
+# Every collection and list that holds the files holds one of these per file.
+_Row = Tuple[Any, ...]
+_RECORD_START = 4
+
+
+def _row(checked: ingest.CheckedFile) -> _Row:
+    return (checked.content_sha256, checked.height, checked.width, checked.conversion,
+            *dataclasses.astuple(checked.record))
+
+
+def _checked(row: _Row) -> ingest.CheckedFile:
+    return ingest.CheckedFile(ingest.ImageRecord(*row[_RECORD_START:]), row[0], row[1], row[2],
+                              row[3])
+
+
+def _patient_label(row: _Row) -> Tuple[str, str]:
+    record = ingest.ImageRecord(*row[_RECORD_START:])
+    return record.patient_id, record.label
+
+
 def _deduplicate_group(keyed):
     """(content hash, files with that content) -> the kept file, then tagged duplicates."""
-    kept, duplicates = ingest.deduplicate(keyed[1])
-    yield from kept
+    kept, duplicates = ingest.deduplicate(map(_checked, keyed[1]))
+    yield from map(_row, kept)
     for record in duplicates:
         yield beam.pvalue.TaggedOutput(_QUARANTINED, record)
 
 
-def _write_report(kept: List[Tuple[str, str, Optional[str]]], rejected: List[quarantine.QuarantineRecord],
+class _TallyKept(beam.CombineFn):
+    """The report's ingest.KeptTally, counted as the kept files pass."""
+
+    def create_accumulator(self) -> ingest.KeptTally:
+        return ingest.KeptTally()
+
+    def add_input(self, tally: ingest.KeptTally, row: _Row) -> ingest.KeptTally:
+        record = ingest.ImageRecord(*row[_RECORD_START:])
+        return tally.add(record.label, record.path, row[3])
+
+    def merge_accumulators(self, tallies: Iterable[ingest.KeptTally]) -> ingest.KeptTally:
+        merged = ingest.KeptTally()
+        for tally in tallies:
+            merged.merge(tally)
+        return merged
+
+    def extract_output(self, tally: ingest.KeptTally) -> ingest.KeptTally:
+        return tally
+
+
+def _write_report(kept: ingest.KeptTally, rejected: List[quarantine.QuarantineRecord],
                   listing: ingest.Listing, options: ingest.IngestOptions, path: str) -> None:
     ingest.make_report(listing, kept, rejected, options).write(path)
 
 
-def _check(record: ingest.ImageRecord, options):
-    """Checks one file: (content hash, ingest.CheckedFile) without its bytes if accepted,
-    else its quarantine record on the _QUARANTINED output."""
-    outcome = ingest.inspect_record(record, options)
+def _check(record: Tuple[str, ...], options):
+    """Checks one file (the ImageRecord's fields): (content hash, _Row without the bytes) if
+    accepted, else its quarantine record on the _QUARANTINED output."""
+    outcome = ingest.inspect_record(ingest.ImageRecord(*record), options)
     if isinstance(outcome, ingest.Accepted):
-        yield outcome.content_sha256, ingest.without_bytes(outcome)
+        yield outcome.content_sha256, _row(ingest.without_bytes(outcome))
     else:
         yield beam.pvalue.TaggedOutput(_QUARANTINED, outcome)
 
 
-def _serialized_example(checked: ingest.CheckedFile, options) -> bytes:
-    return accepted_to_example(ingest.reload(checked, options)).SerializeToString()
+def _serialized_example(row: _Row, options) -> bytes:
+    return accepted_to_example(ingest.reload(_checked(row), options)).SerializeToString()
 
 
 def _split_configs(exec_properties: Dict[str, Any]
@@ -163,13 +210,26 @@ class _StoredGzipTFRecordSink(filebasedsink.FileBasedSink):
         tfrecordio._TFRecordUtil.write_record(file_handle, value)  # pylint: disable=W0212
 
 
-def _in_content_order(kept: List[ingest.CheckedFile]) -> List[ingest.CheckedFile]:
+def _in_content_order(kept: List[_Row]) -> List[_Row]:
     """Kept files in the order of their content hash: shuffled, yet the same on every run.
 
     TFX's own writer reshuffles every example (a GroupByKey holding all of them); the order
-    is settled here instead, on records without bytes.
+    is settled here instead, on rows without bytes.
     """
-    return sorted(kept, key=lambda item: item.content_sha256)
+    return sorted(kept, key=lambda row: row[0])
+
+
+@beam.ptransform_fn
+def _AssignPatients(kept: beam.pvalue.PCollection, proportions: Sequence[float],
+                    names: Sequence[str]) -> beam.pvalue.PCollection:
+    """Patient id -> split name (ingest.assign_splits) as one element, from each distinct
+    (patient, label) pair: the step holds one entry per patient, not one per file."""
+    return (kept
+            | "SplitKeys" >> beam.Map(_patient_label)
+            | "DistinctKeys" >> beam.Distinct()
+            | "AllKeys" >> beam.combiners.ToList()
+            | "Assign" >> beam.Map(lambda keys: ingest.assign_splits(
+                sorted(keys), proportions, split_names=names)))
 
 
 @beam.ptransform_fn
@@ -179,9 +239,9 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     """Checks every file under input_base; the split pattern only drives fingerprinting.
 
     Two passes over the files, so that no step holds the images: the checks keep what the
-    split and the report need (ingest.CheckedFile), and each kept file is read again just
+    split and the report need (a _Row per file), and each kept file is read again just
     before it is written. The quarantine report goes to exec_properties[REPORT_PATH_KEY]
-    (set by Executor.Do). Returns the kept files as ingest.CheckedFile, in content-hash
+    (set by Executor.Do). Returns the kept files as _Row, in content-hash
     order; GenerateExamplesByBeam splits them and turns each into its example.
     """
     del split_pattern
@@ -189,7 +249,8 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
     scanned = ingest.scan(exec_properties[standard_component_specs.INPUT_BASE_KEY],
                           options.ignore_unknown_labels)
     checked = (pipeline
-               | "ListFiles" >> beam.Create(scanned.records, reshuffle=True)
+               | "ListFiles" >> beam.Create([dataclasses.astuple(record)
+                                             for record in scanned.records], reshuffle=True)
                | "Check" >> beam.FlatMap(_check, options.file_checks).with_outputs(
                    _QUARANTINED, main="accepted"))
     rejected = checked[_QUARANTINED]
@@ -197,23 +258,22 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: Dict[str, Any],
                     | "GroupByContent" >> beam.GroupByKey()
                     | "Deduplicate" >> beam.FlatMap(_deduplicate_group).with_outputs(
                         _QUARANTINED, main="kept"))
+    # Without defaults: CombineGlobally's default for an empty input is injected through a
+    # side input, and Beam's worker keeps side inputs decoded in its state cache; the list of
+    # every kept file would stay there for the rest of the run.
     kept = (deduplicated.kept
-            | "KeptList" >> beam.combiners.ToList()
+            | "KeptList" >> beam.CombineGlobally(
+                beam.combiners.ToListCombineFn()).without_defaults()
             | "InContentOrder" >> beam.FlatMap(_in_content_order))
     all_rejected = ((rejected, deduplicated[_QUARANTINED])
                     | "AllRejected" >> beam.Flatten()
                     | "RejectedList" >> beam.combiners.ToList())
     _ = (kept
-         | "KeptSummary" >> beam.Map(ingest.kept_summary)
-         | "KeptSummaries" >> beam.combiners.ToList()
+         | "TallyKept" >> beam.CombineGlobally(_TallyKept())
          | "WriteReport" >> beam.Map(_write_report, beam.pvalue.AsSingleton(all_rejected),
                                      scanned.listing, options,
                                      exec_properties[REPORT_PATH_KEY]))
     return kept
-
-
-def _split_key(item: ingest.CheckedFile) -> Tuple[str, str]:
-    return item.record.patient_id, item.record.label
 
 
 class Executor(base_example_gen_executor.BaseExampleGenExecutor):
@@ -276,13 +336,9 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         file_checks = options_from_exec_properties(exec_properties).file_checks
         kept = pipeline | "InputToRecord" >> self.GetInputSourceToExamplePTransform()(  # pylint: disable=no-value-for-parameter
             exec_properties, input_config.splits[0].pattern)
-        assignment = (kept
-                      | "SplitKeys" >> beam.Map(_split_key)
-                      | "AllKeys" >> beam.combiners.ToList()
-                      | "AssignPatients" >> beam.Map(
-                          ingest.assign_splits, proportions, split_names=names))
+        assignment = kept | "AssignPatients" >> _AssignPatients(proportions, names)  # pylint: disable=no-value-for-parameter
         partitions = kept | "SplitByPatient" >> beam.Partition(
-            lambda item, _, patients: names.index(patients[item.record.patient_id]),
+            lambda row, _, patients: names.index(patients[_patient_label(row)[0]]),
             len(names), beam.pvalue.AsSingleton(assignment))
         # Read, converted and serialized per split inside the stage that writes it.
         return {name: partition | f"ToExample[{name}]" >> beam.Map(_serialized_example,
