@@ -509,6 +509,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_serve_parser(commands) -> None:
+    from serving.allocator import DEFAULT_MALLOC_ARENAS, ENV_VARIABLE
     from serving.limits import Limits
 
     serve = commands.add_parser(
@@ -525,9 +526,20 @@ def _add_serve_parser(commands) -> None:
     serve.add_argument("--max-request-mb", type=float,
                        default=Limits.max_request_bytes / 2 ** 20,
                        help="largest request (gRPC message or REST body) in MB")
+    serve.add_argument("--malloc-arenas", type=int, default=DEFAULT_MALLOC_ARENAS, metavar="N",
+                       help=f"glibc malloc arenas of the server process (default "
+                            f"{DEFAULT_MALLOC_ARENAS}: its memory then stays flat under long "
+                            f"load, see docs/benchmarks.md); 0 = glibc's default, up to 8 per "
+                            f"core; {ENV_VARIABLE} in the environment wins")
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from serving import allocator
+
+    try:  # before TensorFlow and gRPC start their threads
+        arenas = allocator.limit_malloc_arenas(args.malloc_arenas)
+    except ValueError as error:
+        raise UsageError(str(error))
     from serving import layout, server
 
     try:
@@ -538,6 +550,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (layout.ModelDirError, OSError, ValueError) as error:
         raise UsageError(str(error))
     servable = running.servable
+    print(arenas, file=sys.stderr, flush=True)
     rest = (f" and {server.LOOPBACK}:{running.rest_port} (REST)"
             if running.rest_port is not None else "")
     print(f"Serving model {servable.model_name!r} version {servable.version} from "

@@ -8,6 +8,7 @@ import pytest
 from conftest import make_subset
 from cxr import cli
 from imaging.conftest import make_messy_data
+from serving import allocator
 
 
 def _error_line(capsys):
@@ -46,6 +47,23 @@ def test_bad_split_is_a_one_line_usage_error(tmp_path, capsys):
         cli.main(["run", "--data-dir", str(tmp_path), "--split", "80,x,10"])
     assert exit_info.value.code == 2
     assert "expected integers like 70,15,15" in capsys.readouterr().err
+
+
+def test_serve_malloc_arenas_flag_is_checked_before_the_server_starts(tmp_path, capsys):
+    assert cli.main(["serve", "--model-dir", str(tmp_path), "--malloc-arenas", "-1"]) == 2
+    assert _error_line(capsys) == ("cxr: error: --malloc-arenas must be 0 (glibc's default) or "
+                                   "a positive number of arenas, got -1")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--model-dir", str(tmp_path), "--malloc-arenas", "two"])
+    assert exit_info.value.code == 2
+    assert "argument --malloc-arenas: invalid int value: 'two'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (f"glibc malloc arenas of the server process (default "
+            f"{allocator.DEFAULT_MALLOC_ARENAS}:") in help_text
+    assert "MALLOC_ARENA_MAX in the environment wins" in help_text
 
 
 def test_unknown_label_is_a_one_line_error_before_the_pipeline_starts(tmp_path, capsys):

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_DIR
 from cxr import cli
 from models import features
-from serving import client, export
+from serving import allocator, client, export
 
 MODEL_NAME = "cxr_mobilenet_v2"  # conftest.tiny_pipeline serves it under this name
 STARTUP_SECONDS = 180
@@ -33,16 +33,24 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve_process(pushed_model_base):
+def serve_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve") / "stderr.log"
+
+
+@pytest.fixture(scope="module")
+def serve_process(pushed_model_base, serve_log):
     """`cxr serve` in its own process, as a developer starts it."""
     port, rest_port = _free_port(), _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", pushed_model_base,
-         "--port", str(port), "--rest-port", str(rest_port)], cwd=REPO_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        # As from a terminal: a test run started in the background inherits an ignored
-        # SIGINT, and Python then installs no Ctrl-C handler in the child.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in (allocator.ENV_VARIABLE, "GLIBC_TUNABLES")}
+    with open(serve_log, "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", pushed_model_base,
+             "--port", str(port), "--rest-port", str(rest_port)], cwd=REPO_ROOT,
+            env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            # As from a terminal: a test run started in the background inherits an ignored
+            # SIGINT, and Python then installs no Ctrl-C handler in the child.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # The banner is printed once the model is loaded and the port is bound.
     ready, _, _ = select.select([process.stdout], [], [], STARTUP_SECONDS)
     banner = process.stdout.readline() if ready else "no banner"
@@ -107,6 +115,15 @@ def test_predict_errors_are_one_line(serve_process, tmp_path, capsys):
                                           "attempt(s)")
 
 
+def test_serve_logs_the_malloc_arenas_it_set(serve_process, serve_log):
+    lines = serve_log.read_text().splitlines()
+    arenas = allocator.DEFAULT_MALLOC_ARENAS
+    expected = f"malloc arenas: at most {arenas} (glibc mallopt M_ARENA_MAX)"
+    if allocator._glibc() is None:
+        expected = f"malloc arenas: not limited to {arenas}, this C library is not glibc"
+    assert any(line.startswith(expected) for line in lines), lines
+
+
 def test_serve_stops_cleanly_on_ctrl_c(serve_process):
     process, _, _, _ = serve_process
     process.send_signal(signal.SIGINT)
@@ -114,7 +131,8 @@ def test_serve_stops_cleanly_on_ctrl_c(serve_process):
 
 
 def test_serve_rejects_a_version_folder(tiny_pipeline, capsys):
-    assert cli.main(["serve", "--model-dir", tiny_pipeline.first.pushed_model_dir]) == 2
+    assert cli.main(["serve", "--model-dir", tiny_pipeline.first.pushed_model_dir,
+                     "--malloc-arenas", "0"]) == 2  # 0: the test process keeps glibc's arenas
     assert "is a single version; point at the folder that holds" in _error_line(capsys)
 
 
