@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import bench  # noqa: F401  (before TensorFlow: selects Keras 2)
 from bench import measure, report
+from serving import allocator
 
 RESULTS_FILE = os.path.join(measure.REPO_ROOT, "bench", "results", "serving_load.json")
 DOC_FILE = os.path.join(measure.REPO_ROOT, "docs", "benchmarks.md")
@@ -263,19 +264,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(model_dir: str, grpc_port: int, rest_port: int) -> subprocess.Popen:
+def _start_server(model_dir: str, grpc_port: int, rest_port: int, malloc_arenas: int
+                  ) -> Tuple[subprocess.Popen, str]:
+    """The server process, once it serves, and what it logged about its malloc arenas."""
     import select
+    import tempfile
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", model_dir, "--port",
-         str(grpc_port), "--rest-port", str(rest_port)], cwd=measure.REPO_ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    ready, _, _ = select.select([process.stdout], [], [], STARTUP_SECONDS)
-    banner = process.stdout.readline() if ready else ""
-    if not banner.startswith("Serving model"):
-        process.kill()
-        raise RuntimeError(f"cxr serve did not start: {banner or 'no banner'}")
-    return process
+    # A file, not a pipe: nobody reads the server's stderr while it runs.
+    with tempfile.NamedTemporaryFile("w", suffix=".log") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cxr.cli", "serve", "--model-dir", model_dir, "--port",
+             str(grpc_port), "--rest-port", str(rest_port), "--malloc-arenas",
+             str(malloc_arenas)], cwd=measure.REPO_ROOT,
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+        ready, _, _ = select.select([process.stdout], [], [], STARTUP_SECONDS)
+        banner = process.stdout.readline() if ready else ""
+        if not banner.startswith("Serving model"):
+            process.kill()
+            raise RuntimeError(f"cxr serve did not start: {banner or 'no banner'}")
+        with open(stderr.name, encoding="utf-8") as log:  # printed before the banner
+            arenas = next((line.strip() for line in log if line.startswith("malloc arenas")),
+                          "")
+    return process, arenas
 
 
 def memory_summary(samples: Sequence[Tuple[float, int]], start: float, end: float
@@ -306,6 +316,8 @@ def markdown(results: Dict[str, object]) -> str:
         f"{spec['max_batch']} images per API, {spec['bad_fraction']:.0%} of them holding one or "
         f"two undecodable inputs; {len(results['good_images'])} real films, each answer "
         f"checked against the SavedModel's own answer for that image (within {TOLERANCE:g})",
+        f"- Server: `cxr serve --malloc-arenas {results['server']['malloc_arenas']}` "
+        f"({results['server']['malloc_arenas_log']})",
         "",
         "| API | requests | images | lost | wrong | refused, naming the bad inputs | p50 (ms) "
         "| p99 (ms) | p50 / p99, good requests only (ms) | requests/s | images/s |",
@@ -345,6 +357,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--clients", type=int, default=LoadSpec.clients)
     parser.add_argument("--requests", type=int, default=LoadSpec.requests)
     parser.add_argument("--max-batch", type=int, default=LoadSpec.max_batch)
+    parser.add_argument("--malloc-arenas", type=int, default=allocator.DEFAULT_MALLOC_ARENAS,
+                        help="the server's glibc malloc arenas (cxr serve --malloc-arenas)")
     parser.add_argument("--results", default=RESULTS_FILE)
     parser.add_argument("--doc", default=DOC_FILE)
     args = parser.parse_args(argv)
@@ -364,7 +378,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    layout.load_keras_model(version_dir))},
                "good_images": [os.path.basename(p) for p in paths]}
     grpc_port, rest_port = _free_port(), _free_port()
-    process = _start_server(args.model_dir, grpc_port, rest_port)
+    process, arenas_log = _start_server(args.model_dir, grpc_port, rest_port,
+                                        args.malloc_arenas)
+    results["server"] = {"malloc_arenas": args.malloc_arenas, "malloc_arenas_log": arenas_log}
     model_name = os.path.basename(os.path.normpath(args.model_dir))
     senders = {"grpc": lambda: GrpcSender(f"127.0.0.1:{grpc_port}", model_name),
                "rest": lambda: RestSender("127.0.0.1", rest_port, model_name)}
