@@ -316,8 +316,8 @@ def markdown(results: Dict[str, object]) -> str:
         f"{spec['max_batch']} images per API, {spec['bad_fraction']:.0%} of them holding one or "
         f"two undecodable inputs; {len(results['good_images'])} real films, each answer "
         f"checked against the SavedModel's own answer for that image (within {TOLERANCE:g})",
-        f"- Server: `cxr serve --malloc-arenas {results['server']['malloc_arenas']}` "
-        f"({results['server']['malloc_arenas_log']})",
+        f"- Server: `cxr serve --malloc-arenas {results['server']['malloc_arenas']}`, which "
+        f"logged \"{results['server']['malloc_arenas_log']}\"",
         "",
         "| API | requests | images | lost | wrong | refused, naming the bad inputs | p50 (ms) "
         "| p99 (ms) | p50 / p99, good requests only (ms) | requests/s | images/s |",
