@@ -528,9 +528,9 @@ def _add_serve_parser(commands) -> None:
                        help="largest request (gRPC message or REST body) in MB")
     serve.add_argument("--malloc-arenas", type=int, default=DEFAULT_MALLOC_ARENAS, metavar="N",
                        help=f"glibc malloc arenas of the server process (default "
-                            f"{DEFAULT_MALLOC_ARENAS}: its memory then stays flat under long "
-                            f"load, see docs/benchmarks.md); 0 = glibc's default, up to 8 per "
-                            f"core; {ENV_VARIABLE} in the environment wins")
+                            f"{DEFAULT_MALLOC_ARENAS}: with glibc's default, up to 8 per core "
+                            f"(0), its memory grows in steps under long load; see "
+                            f"docs/benchmarks.md); {ENV_VARIABLE} in the environment wins")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -4,9 +4,9 @@ shows the default without importing TensorFlow.
 glibc gives each thread that allocates its own arena, up to 8 per core. The server's request
 threads (16 gRPC workers, one thread per REST connection) then scatter freed memory across
 up to 16 arenas on 2 cores, and its resident memory grows in steps under long load while the
-bytes in use stay flat; with 2 arenas it stays flat (docs/benchmarks.md, "`cxr serve` under
-load"). The limit is set in-process with mallopt before any thread exists, because glibc
-fixes its arena limit when the first arenas are made.
+bytes in use stay flat; with 2 arenas it does not step (docs/benchmarks.md, "`cxr serve`
+under load"). The limit is set in-process with mallopt before any thread exists: glibc
+reads it only until it has made more than 8 arenas, and arenas already made stay.
 """
 import ctypes
 import os
