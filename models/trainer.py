@@ -301,4 +301,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.
     model.save(fn_args.serving_model_dir, save_format="tf", save_traces=False,
                signatures=export_signatures(model, tf_transform_output, gate))
+    # Recorded so that the model card need not load the Keras model only to count them.
+    summary["parameters"] = int(model.count_params())
     write_training_summary(summary, fn_args.serving_model_dir)
