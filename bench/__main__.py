@@ -67,7 +67,8 @@ def run_all(args: argparse.Namespace, work_dir: str) -> dict:
     PipelineConfig(data_dir=settings.data_dir, model=settings.model, epochs=settings.epochs,
                    image_size=settings.image_size, batch_size=settings.batch_size,
                    split_percentages=split)
-    results = {"settings": {**vars(settings), "default_recipe": settings.is_default_recipe,
+    results = {"settings": {**vars(settings), "goal_job": settings.is_goal_job,
+                            "goal_job_settings": e2e.GOAL_JOB,
                             "repeats": args.repeats,
                             "serving_requests": args.serving_requests, "data_note": note},
                "machine": measure.machine()}

@@ -17,21 +17,30 @@ from bench.measure import REPO_ROOT, RssSampler
 from models import trainer
 
 
+# The wall-time ratio goal is set at this many epochs of the Trainer's default model, image
+# size and batch. Only that job is assessed: the pipeline's costs around training are fixed,
+# so more epochs would lower the ratio without the pipeline getting any faster.
+GOAL_EPOCHS = 10
+GOAL_JOB = {"model": trainer.DEFAULTS["model"], "epochs": GOAL_EPOCHS,
+            "image_size": trainer.DEFAULTS["image_size"],
+            "batch_size": trainer.DEFAULTS["batch_size"]}
+
+
 @dataclasses.dataclass
 class Settings:
     """The fixed job both sides do; flags of `python -m bench` set them. The defaults are
-    the Trainer's (models/trainer.py), so the benchmark measures the recipe users get."""
+    the ratio goal's job (GOAL_JOB): the Trainer's default model, image size and batch
+    (models/trainer.py) at GOAL_EPOCHS epochs."""
     data_dir: str
-    model: str = trainer.DEFAULTS["model"]
-    epochs: int = trainer.DEFAULTS["epochs"]
-    image_size: int = trainer.DEFAULTS["image_size"]
-    batch_size: int = trainer.DEFAULTS["batch_size"]
+    model: str = GOAL_JOB["model"]
+    epochs: int = GOAL_JOB["epochs"]
+    image_size: int = GOAL_JOB["image_size"]
+    batch_size: int = GOAL_JOB["batch_size"]
     split: str = "70,15,15"
 
     @property
-    def is_default_recipe(self) -> bool:
-        return all(getattr(self, key) == trainer.DEFAULTS[key]
-                   for key in ("model", "epochs", "image_size", "batch_size"))
+    def is_goal_job(self) -> bool:
+        return all(getattr(self, key) == value for key, value in GOAL_JOB.items())
 
 
 class BenchError(RuntimeError):

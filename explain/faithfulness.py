@@ -122,7 +122,11 @@ def block_means(heatmap: np.ndarray, grid: int) -> np.ndarray:
 
 def deletion_insertion(predict: Predict, image: np.ndarray, heatmap: np.ndarray,
                        class_id: int, steps: int, seed: int = 0) -> Curves:
-    """All four curves of one image, predicted in one batch of 4 * (steps + 1) images."""
+    """All four curves of one image, predicted in one batch.
+
+    Each curve starts or ends at the image itself, the black image or the blurred copy, so
+    those three are predicted once: 4 * (steps - 1) + 3 images instead of 4 * (steps + 1),
+    the forward passes being nearly all of the GradCam component's time."""
     rng = np.random.default_rng(seed)
     size = image.shape[0]
     black = np.zeros_like(image)
@@ -130,8 +134,11 @@ def deletion_insertion(predict: Predict, image: np.ndarray, heatmap: np.ndarray,
     grid = min(BLOCK_GRID, size)
     salient = block_order(block_means(heatmap, grid), size, rng)
     shuffled = block_order(rng.random((grid, grid)), size, rng)
-    batch = np.concatenate([
-        _reveal(image, black, salient, steps), _reveal(blurred, image, salient, steps),
-        _reveal(image, black, shuffled, steps), _reveal(blurred, image, shuffled, steps)])
-    curves = predict(batch)[:, class_id].reshape(4, steps + 1)
-    return Curves(*curves)
+    walks = ((image, black, salient), (blurred, image, salient),
+             (image, black, shuffled), (blurred, image, shuffled))
+    scores = predict(np.concatenate([np.stack([image, black, blurred])] + [
+        _reveal(start, source, order, steps)[1:-1] for start, source, order in walks]))
+    whole, dark, blur = scores[:3, class_id]
+    ends = ((whole, dark), (blur, whole), (whole, dark), (blur, whole))
+    return Curves(*(np.concatenate([[first], middle, [last]]) for (first, last), middle
+                    in zip(ends, scores[3:, class_id].reshape(4, steps - 1))))

@@ -59,3 +59,33 @@ def test_deleting_the_salient_quadrant_drops_the_probability_faster_than_random_
         # quarter first (2 of 8 steps) must take away nearly all of what the image added.
         assert curves.deletion[2] - black < 0.1 * (original - black)
         assert aucs["deletion_auc"] < aucs["random_deletion_auc"] - 0.05
+
+
+def test_curves_predict_their_shared_end_images_once_and_equal_the_full_walks():
+    rng = np.random.default_rng(3)
+    image, heatmap = rng.random((32, 32, 3)), rng.random((32, 32))
+    calls = []
+
+    def predict(batch):  # a deterministic stand-in for a model: depends on every pixel
+        calls.append(len(batch))
+        weights = np.linspace(0.0, 1.0, 32 * 32 * 3)
+        score = batch.reshape(len(batch), -1) @ weights / weights.sum()
+        return np.stack([score, 1.0 - score], axis=1)
+
+    steps = 6
+    curves = faithfulness.deletion_insertion(predict, image, heatmap, class_id=0, steps=steps,
+                                             seed=5)
+    assert calls == [4 * (steps - 1) + 3]
+    # The reference: every frame of every walk predicted, as the curves are defined.
+    generator = np.random.default_rng(5)
+    black = np.zeros_like(image)
+    blurred = faithfulness.ndimage.gaussian_filter(
+        image, sigma=(faithfulness.INSERTION_BLUR_SIGMA * 32,) * 2 + (0,))
+    salient = faithfulness.block_order(faithfulness.block_means(heatmap, 16), 32, generator)
+    shuffled = faithfulness.block_order(generator.random((16, 16)), 32, generator)
+    for values, (start, source, order) in zip(
+            (curves.deletion, curves.insertion, curves.random_deletion, curves.random_insertion),
+            ((image, black, salient), (blurred, image, salient), (image, black, shuffled),
+             (blurred, image, shuffled))):
+        np.testing.assert_allclose(
+            values, predict(faithfulness._reveal(start, source, order, steps))[:, 0], atol=1e-12)

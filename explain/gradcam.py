@@ -18,7 +18,7 @@ BLOCK_TAIL_TYPES = (tf.keras.layers.BatchNormalization, tf.keras.layers.ReLU,
                     tf.keras.layers.Activation, tf.keras.layers.LeakyReLU)
 BATCH_SIZE = 16  # images per gradient step
 # Forward-only passes (predictions, deletion/insertion curves): one image's curves at the
-# default 10 steps are 44 images, so they fit in one call.
+# default 10 steps are 39 images, so they fit in one call.
 PREDICT_BATCH_SIZE = 64
 _REPLAY_TOLERANCE = 1e-4
 _MIN_PROBABILITY = 1e-12

@@ -97,17 +97,19 @@ def _class_figures(records: List[Dict[str, Any]], panels: Dict[str, list], out_d
 
 def explain(model: tf.keras.Model, cases: Sequence[Case], out_dir: str,
             options: Options = Options(), context: Optional[Dict[str, Any]] = None,
-            progress: bool = False) -> Dict[str, Any]:
+            progress: bool = False, cam: Optional[gradcam.GradCam] = None) -> Dict[str, Any]:
     """Heatmaps, faithfulness figures and the report for `cases`; returns summary.json's data.
 
     Each heatmap explains the class the model predicts for that image. progress: a bar on
-    stderr (on a terminal) over the images' faithfulness curves (the long part).
+    stderr (on a terminal) over the images' faithfulness curves (the long part). cam: the
+    caller's GradCam of `model` at the options' target layer, when it has one (its traced
+    functions are reused).
     """
     from tqdm import tqdm
 
     if not cases:
         raise ValueError("no images to explain")
-    cam = gradcam.GradCam(model, gradcam.find_target_layer(model, options.target_layer))
+    cam = cam or gradcam.GradCam(model, gradcam.find_target_layer(model, options.target_layer))
     images = np.stack([decode(case.image_bytes, cam.image_size) for case in cases])
     explanation = cam.explain(images)
     random_cam = gradcam.GradCam(gradcam.randomized_copy(model, options.seed), cam.target)

@@ -159,16 +159,33 @@ def feature_model(model: tf.keras.Model) -> tf.keras.Model:
                           name="with_gate_features")
 
 
+def predict_batches(model: tf.keras.Model, dataset: tf.data.Dataset
+                    ) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """(labels, [each model output]) of every (images, labels) batch of a finite dataset,
+    inference mode, the forward pass traced once: called eagerly, Keras dispatches every
+    layer in Python for each batch (the Trainer's passes over both splits ran at about half
+    the speed)."""
+    images_spec = dataset.element_spec[0]
+    forward = tf.function(lambda images: model(images, training=False), autograph=False,
+                          input_signature=[tf.TensorSpec(images_spec.shape, images_spec.dtype)])
+    labels, outputs = [], []
+    for images, batch_labels in dataset:
+        outputs.append([values.numpy() for values in tf.nest.flatten(forward(images))])
+        labels.append(batch_labels.numpy().reshape(-1))
+    if not outputs:
+        raise ValueError("no images to predict")
+    return np.concatenate(labels), [np.concatenate([batch[i] for batch in outputs])
+                                    for i in range(len(outputs[0]))]
+
+
 def pooled_features(model: tf.keras.Model, dataset: tf.data.Dataset) -> List[np.ndarray]:
     """[penultimate, mid-level] pooled features (inference mode) of a (images, labels)
     dataset's images."""
-    both = feature_model(model)
-    batches = [[values.numpy() for values in both(images, training=False)[1:]]
-               for images, _ in dataset]
-    if not batches:
-        raise ValueError("no images to fit the chest X-ray gate on")
-    return [np.concatenate([batch[i] for batch in batches]).astype(np.float64)
-            for i in range(2)]
+    try:
+        _, outputs = predict_batches(feature_model(model), dataset)
+    except ValueError:
+        raise ValueError("no images to fit the chest X-ray gate on") from None
+    return outputs[1:]
 
 
 def _fit_layer(pooled: np.ndarray, components: int) -> LayerFit:
@@ -193,7 +210,10 @@ def threshold_for(eval_distances: np.ndarray, max_flagged: float = MAX_FLAGGED_E
 
 def fit(train: Sequence[np.ndarray], eval_: Sequence[np.ndarray],
         components: int = COMPONENTS, layer_names: Tuple[str, ...] = ()) -> GateFit:
-    """The gate from each watched layer's pooled features of the training and eval splits."""
+    """The gate from each watched layer's pooled features of the training and eval splits
+    (fitted in float64 whatever their type)."""
+    train = [np.asarray(values, np.float64) for values in train]
+    eval_ = [np.asarray(values, np.float64) for values in eval_]
     if len(train[0]) < 2 or len(eval_[0]) < 1:
         raise ValueError(f"the chest X-ray gate needs at least 2 training and 1 eval image, "
                          f"got {len(train[0])} and {len(eval_[0])}")
@@ -208,12 +228,16 @@ def fit(train: Sequence[np.ndarray], eval_: Sequence[np.ndarray],
                                eval_distances=eval_distances)
 
 
+def layer_names(model: tf.keras.Model) -> Tuple[str, ...]:
+    """The watched layers, as GateFit.summary() names them."""
+    return penultimate_layer(model).name + " input", mid_level_layer(model).name
+
+
 def fit_model(model: tf.keras.Model, train: tf.data.Dataset, eval_: tf.data.Dataset
               ) -> GateFit:
-    """Trainer's hook: fit the gate on the trained model's features of both splits."""
-    names = (penultimate_layer(model).name + " input", mid_level_layer(model).name)
+    """The gate on the trained model's features of both splits."""
     return fit(pooled_features(model, train), pooled_features(model, eval_),
-               layer_names=names)
+               layer_names=layer_names(model))
 
 
 class GateModule(tf.Module):

@@ -80,8 +80,9 @@ def test_one_pass_gives_the_probabilities_and_both_watched_layers(name, mid_leve
     assert mid.shape == (4, ood.mid_level_layer(model).output_shape[-1])
     dataset = tf.data.Dataset.from_tensor_slices((images, tf.zeros(4))).batch(3)
     pooled = ood.pooled_features(model, dataset)
-    np.testing.assert_allclose(pooled[0], penultimate, atol=1e-5)
-    np.testing.assert_allclose(pooled[1], mid, atol=1e-5)
+    # The traced pass may order float sums differently from the eager call above.
+    np.testing.assert_allclose(pooled[0], penultimate, atol=1e-4)
+    np.testing.assert_allclose(pooled[1], mid, atol=1e-4)
     gate = ood.fit_model(model, dataset, dataset)
     assert gate.layer_names == ("probabilities input", ood.mid_level_layer(model).name)
 

@@ -232,16 +232,18 @@ def export_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransfor
 def predict_dataset(model: tf.keras.Model, dataset: tf.data.Dataset
                     ) -> Tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) of every (image, label) batch of a finite dataset."""
-    labels, probabilities = [], []
-    for images, batch_labels in dataset:
-        probabilities.append(model(images, training=False).numpy())
-        labels.append(batch_labels.numpy().reshape(-1))
-    return np.concatenate(labels), np.concatenate(probabilities)
+    labels, (probabilities,) = ood.predict_batches(model, dataset)
+    return labels, probabilities
 
 
 def calibrate(model: tf.keras.Model, validation: tf.data.Dataset) -> Dict[str, float]:
     """Fold the eval split's temperature into the model; returns the numbers behind it."""
-    labels, probabilities = predict_dataset(model, validation)
+    return fold_calibration(model, *predict_dataset(model, validation))
+
+
+def fold_calibration(model: tf.keras.Model, labels: np.ndarray, probabilities: np.ndarray
+                     ) -> Dict[str, float]:
+    """calibrate, from the model's eval-split probabilities already predicted."""
     temperature = calibration.fit_temperature(labels, probabilities)
     calibration.fold_temperature(model, temperature)
     calibrated = calibration.apply_temperature(probabilities, temperature)
@@ -278,18 +280,27 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         class_weight=class_weights(counts), verbose=2,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
                                                   update_freq="epoch")])
+    # One pass over the eval split gives the probabilities calibration needs and the
+    # features the chest X-ray gate is scaled and thresholded on (models/ood.py); folding the
+    # temperature into the head leaves the features before it unchanged.
+    with_features = ood.feature_model(model)
+    eval_labels, (eval_probabilities, *eval_pooled) = ood.predict_batches(with_features,
+                                                                          validation)
     summary = {"config": config, "best_epoch": best.best_epoch + 1,
                "epochs_run": len(best.losses), "eval_loss_per_epoch": best.losses,
-               **calibrate(model, validation)}
-    # The chest X-ray gate: the trained model's own features of the training split (one
-    # pass, no augmentation), its threshold from the eval split (models/ood.py).
-    gate = ood.fit_model(model, input_fn(fn_args.train_files, fn_args.data_accessor,
-                                         tf_transform_output, config["batch_size"],
-                                         training=False), validation)
+               **fold_calibration(model, eval_labels, eval_probabilities)}
+    # The gate itself: the trained model's own features of the training split (one pass,
+    # no augmentation).
+    _, (_, *train_pooled) = ood.predict_batches(with_features, input_fn(
+        fn_args.train_files, fn_args.data_accessor, tf_transform_output, config["batch_size"],
+        training=False))
+    gate = ood.fit(train_pooled, eval_pooled, layer_names=ood.layer_names(model))
     summary["chest_xray_gate"] = gate.summary()
 
     # save_traces=False: layers are revived from their configs, which makes saving about 10x
     # and Keras loading (TFMA, Grad-CAM) about 2x faster; the signatures are saved in full.
     model.save(fn_args.serving_model_dir, save_format="tf", save_traces=False,
                signatures=export_signatures(model, tf_transform_output, gate))
+    # Recorded so that the model card need not load the Keras model only to count them.
+    summary["parameters"] = int(model.count_params())
     write_training_summary(summary, fn_args.serving_model_dir)

@@ -125,7 +125,7 @@ def select_cases(true_ids: Sequence[int], probabilities: np.ndarray, images_per_
     most confident mistakes (all of them, or as many as images_per_class).
 
     With include_all_misclassified, max_misclassified > 0 caps the mistakes in total: each
-    explained mistake costs a gradient pass and 4 * (steps + 1) forward passes, and a barely
+    explained mistake costs a gradient pass and 4 * (steps - 1) + 3 forward passes, and a barely
     trained model gets most of the split wrong. The cap is shared out one per class in turn,
     so every class keeps its most confident mistakes.
     """
@@ -190,7 +190,7 @@ class Executor(base_executor.BaseExecutor):
         # Written locally, then copied: the artifact may live on Cloud Storage.
         with tempfile.TemporaryDirectory() as local_dir:
             cases = cases_at(examples, split, [scanned.positions[i] for i in chosen])
-            summary = gradcam_report.explain(model, cases, local_dir, options, context)
+            summary = gradcam_report.explain(model, cases, local_dir, options, context, cam=cam)
             io_utils.copy_dir(local_dir, report.uri)
         report.set_int_custom_property("images", len(summary["images"]))
         report.set_int_custom_property("misclassified_in_split", misclassified)

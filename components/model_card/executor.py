@@ -122,7 +122,6 @@ class Executor(base_executor.BaseExecutor):
         training_summary = assets_extra.read_training_summary(model_dir)
         source, hyperparameters = _hyperparameters(input_dict.get(HYPERPARAMETERS_KEY) or [],
                                                    training, training_summary)
-        keras_model = layout.load_keras_model(model_dir)
         train = predictions.count_metadata(examples_uri, "train", bias.KEYS)
         splits = {"train": _first_key_counts(train),
                   "eval": _first_key_counts(predictions.count_metadata(
@@ -138,7 +137,7 @@ class Executor(base_executor.BaseExecutor):
             "blessing_rule": blessing_rule,
             "model": {
                 "architecture": training["model"],
-                "parameters": int(keras_model.count_params()),
+                "parameters": _parameter_count(model_dir, training_summary),
                 "image_size": int(training["image_size"]),
                 "epochs": int(training["epochs"]),
                 "weights": _weights_description(training),
@@ -185,6 +184,14 @@ def write_card(card: Dict, rows: List[Dict[str, str]], probabilities: np.ndarray
     with tf.io.gfile.GFile(os.path.join(out_dir, render.JSON_FILE), "w") as f:
         json.dump(card, f, indent=2)
     render.write_documents(card, out_dir)
+
+
+def _parameter_count(model_dir: str, training_summary: Optional[Dict[str, Any]]) -> int:
+    """From the Trainer's summary; loading the Keras model to count them took seconds, and
+    only models trained before the count was recorded need it."""
+    if (training_summary or {}).get("parameters") is not None:
+        return int(training_summary["parameters"])
+    return int(layout.load_keras_model(model_dir).count_params())
 
 
 def _weights_description(training: Dict[str, Any]) -> str:

@@ -134,6 +134,16 @@ def test_calibration_is_reported_from_the_trainers_temperature(card, tiny_pipeli
     assert f"{block['test_before']['ece']:.3f} before scaling" in text
 
 
+def test_parameter_count_is_the_keras_models_recorded_by_the_trainer(card, tiny_pipeline):
+    _, content = card
+    model_dir = layout.find_saved_model(tiny_pipeline.first.model_uri)
+    counted = layout.load_keras_model(model_dir).count_params()
+    assert content["model"]["parameters"] == counted > 0
+    assert assets_extra.read_training_summary(model_dir)["parameters"] == counted
+    # A model trained before the count was recorded: the card loads it and counts.
+    assert executor._parameter_count(model_dir, {"temperature": 1.0}) == counted
+
+
 def test_executor_reads_and_writes_cloud_storage(tiny_pipeline, gcs_dir):
     """Every artifact on gs://, as on Vertex AI: the card must land there, not on local disk."""
     import tensorflow as tf
