@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\.")
 import models  # noqa: E402,F401  (before TensorFlow: selects Keras 2)
 from explain import gradcam_defaults  # noqa: E402
-from models import architectures, features  # noqa: E402
+from models import architectures, balance, features  # noqa: E402
 
 
 class UsageError(Exception):
@@ -71,6 +71,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int,
                         help="training seed (head weights, shuffling, augmentation; not the "
                              "split): runs with one seed repeat, so compare seeds for spread")
+    parser.add_argument("--balance", choices=balance.MODES,
+                        help="loss weights: each class the same total (class, the default), "
+                             "and within a class sources by the square root of their count "
+                             "(class_source)")
     parser.add_argument("--split", dest="split_percentages", type=_split_percentages,
                         metavar="TRAIN,EVAL,TEST", help="patient-level split in percent")
     parser.add_argument("--train-steps", type=int,

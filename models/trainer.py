@@ -15,7 +15,8 @@ import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import architectures, assets_extra, builders, calibration, features, ood
+from models import (architectures, assets_extra, balance, builders, calibration, features,
+                    ood)
 
 # The default recipe, chosen on cxr4's eval split (docs/results/cxr4/): fine-tuning the whole
 # backbone for 16 epochs scored higher there than the top 30 layers for 10 epochs (macro-F1
@@ -33,6 +34,7 @@ DEFAULTS = {
     "label_smoothing": 0.0,
     "seed": 0,
     "weights": None,
+    "balance": balance.DEFAULT,
 }
 
 
@@ -58,15 +60,26 @@ def _records(file_patterns: List[str]) -> tf.data.TFRecordDataset:
     return tf.data.TFRecordDataset(files, compression_type="GZIP")
 
 
-def class_counts(file_patterns: List[str]) -> np.ndarray:
-    """Examples per class in the given files, reading only the label feature."""
-    spec = {features.LABEL_KEY: tf.io.FixedLenFeature([], tf.string)}
-    counts = np.zeros(features.NUM_CLASSES, dtype=np.int64)
+def group_counts(file_patterns: List[str]) -> Dict[Tuple[str, str], int]:
+    """Examples per (label, source) in the given files, reading only those two features."""
+    spec = {key: tf.io.FixedLenFeature([], tf.string)
+            for key in (features.LABEL_KEY, features.SOURCE_KEY)}
+    counts: Dict[Tuple[str, str], int] = {}
     for serialized in _records(file_patterns).batch(256):
-        labels = tf.io.parse_example(serialized, spec)[features.LABEL_KEY].numpy()
-        for label in labels:
-            counts[features.CLASS_NAMES.index(label.decode())] += 1
+        parsed = tf.io.parse_example(serialized, spec)
+        for label, source in zip(parsed[features.LABEL_KEY].numpy(),
+                                 parsed[features.SOURCE_KEY].numpy()):
+            key = (label.decode(), source.decode())
+            counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def class_totals(counts: Dict[Tuple[str, str], int]) -> np.ndarray:
+    """Examples per class, in features.CLASS_NAMES order, from group_counts."""
+    totals = np.zeros(features.NUM_CLASSES, dtype=np.int64)
+    for (label, _), count in counts.items():
+        totals[features.CLASS_NAMES.index(label)] += count
+    return totals
 
 
 def class_weights(counts: np.ndarray) -> Dict[int, float]:
@@ -75,9 +88,24 @@ def class_weights(counts: np.ndarray) -> Dict[int, float]:
     return {i: float(total / (len(counts) * c)) if c else 0.0 for i, c in enumerate(counts)}
 
 
+def group_weight_lookup(weights: Dict[Tuple[str, str], float]):
+    """A graph function: (labels, sources) string tensors -> each example's group weight."""
+    table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        [f"{label}\x1f{source}" for label, source in weights], list(weights.values()),
+        value_dtype=tf.float32), default_value=1.0)
+
+    def lookup(labels: tf.Tensor, sources: tf.Tensor) -> tf.Tensor:
+        return table.lookup(tf.strings.join([tf.reshape(labels, [-1]),
+                                             tf.reshape(sources, [-1])], "\x1f"))
+
+    return lookup
+
+
 def input_fn(file_patterns: List[str], data_accessor: tfx.components.DataAccessor,
              tf_transform_output: tft.TFTransformOutput, batch_size: int,
-             training: bool) -> tf.data.Dataset:
+             training: bool, weights: Optional[Dict[Tuple[str, str], float]] = None
+             ) -> tf.data.Dataset:
+    """(image, label) batches, or (image, label, weight) with balance.group_weights given."""
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
         tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=training,
@@ -85,9 +113,14 @@ def input_fn(file_patterns: List[str], data_accessor: tfx.components.DataAccesso
         tf_transform_output.raw_metadata.schema)
     tft_layer = tf_transform_output.transform_features_layer()
 
+    weight_of = group_weight_lookup(weights) if weights else None
+
     def transform(raw):
         transformed = tft_layer(raw)
-        return transformed[features.IMAGE_XF_KEY], transformed[features.LABEL_XF_KEY]
+        batch = transformed[features.IMAGE_XF_KEY], transformed[features.LABEL_XF_KEY]
+        if weight_of is None:
+            return batch
+        return (*batch, weight_of(raw[features.LABEL_KEY], raw[features.SOURCE_KEY]))
 
     return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -267,17 +300,18 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = training_config(fn_args.custom_config, fn_args.hyperparameters)
     tf.keras.utils.set_random_seed(config["seed"])
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    counts = class_counts(fn_args.train_files)
+    groups = group_counts(fn_args.train_files)
+    counts = class_totals(groups)
     train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                     config["batch_size"], training=True)
+                     config["batch_size"], training=True,
+                     weights=balance.group_weights(groups, config["balance"]))
     validation = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output,
                           config["batch_size"], training=False)
 
     model = build_model(config)
     best = fit_two_phases(
         model, config, train, validation,
-        steps_per_epoch(counts, config["batch_size"], fn_args.train_steps),
-        class_weight=class_weights(counts), verbose=2,
+        steps_per_epoch(counts, config["batch_size"], fn_args.train_steps), verbose=2,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
                                                   update_freq="epoch")])
     # One pass over the eval split gives the probabilities calibration needs and the

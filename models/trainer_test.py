@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import calibration, trainer
+from models import balance, calibration, features, trainer
 
 
 def _dataset(seed: int, count: int, size: int, repeat: bool) -> tf.data.Dataset:
@@ -109,6 +109,52 @@ def test_class_weights_of_an_empty_class_are_zero_not_infinite():
     assert trainer.class_weights(np.array([0, 10, 30])) == pytest.approx(
         {0: 0.0, 1: 40 / 30, 2: 40 / 90})
     assert trainer.class_weights(np.zeros(3, dtype=np.int64)) == {0: 0.0, 1: 0.0, 2: 0.0}
+
+
+def test_group_weight_lookup_gives_each_example_its_label_and_source_weight():
+    lookup = trainer.group_weight_lookup({("COVID-19", "cohen"): 0.5, ("Normal", "nih"): 2.0})
+    weights = lookup(tf.constant([[b"Normal"], [b"COVID-19"], [b"COVID-19"]]),
+                     tf.constant([[b"nih"], [b"cohen"], [b"nih"]]))
+    # A (label, source) pair the training split did not have keeps weight 1.
+    assert weights.numpy().tolist() == [2.0, 0.5, 1.0]
+
+
+def test_class_balance_through_example_weights_trains_exactly_as_keras_class_weight():
+    """The default balance now reaches Keras as per-example weights: same training."""
+    rng = np.random.default_rng(0)
+    images = rng.random((48, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 48)
+    sources = np.where(rng.random(48) < 0.5, b"a", b"b")
+    names = np.array(features.CLASS_NAMES, dtype=object)[labels].astype(bytes)
+    groups = {}
+    for name, source in zip(names, sources):
+        groups[(name.decode(), source.decode())] = groups.get((name.decode(),
+                                                               source.decode()), 0) + 1
+    lookup = trainer.group_weight_lookup(balance.group_weights(groups, balance.CLASS))
+
+    def fit(dataset, **kwargs):
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Sequential([tf.keras.Input((4,)),
+                                     tf.keras.layers.Dense(3, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(dataset, epochs=3, verbose=0, **kwargs)
+        return model.get_weights()[0]
+
+    plain = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    weighted = tf.data.Dataset.from_tensor_slices((images, labels, names, sources)).batch(8).map(
+        lambda x, y, name, source: (x, y, lookup(name, source)))
+    expected = fit(plain, class_weight=trainer.class_weights(np.bincount(labels, minlength=3)))
+    np.testing.assert_array_equal(fit(weighted), expected)
+
+
+def test_group_counts_read_label_and_source_of_every_example(tiny_pipeline):
+    files = [f"{tiny_pipeline.first.examples_uri}/Split-train/*"]
+    counts = trainer.group_counts(files)
+    records = sum(1 for _ in tf.data.TFRecordDataset(tf.io.gfile.glob(files[0]),
+                                                     compression_type="GZIP"))
+    assert sum(counts.values()) == records
+    assert {label for label, _ in counts} <= set(features.CLASS_NAMES)
+    assert trainer.class_totals(counts).sum() == records
 
 
 @pytest.mark.parametrize("counts, batch_size, cap, expected", [

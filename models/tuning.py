@@ -15,7 +15,7 @@ import tensorflow_transform as tft
 from keras_tuner.engine import base_tuner
 from tfx import v1 as tfx
 
-from models import architectures, builders, trainer
+from models import architectures, balance, builders, trainer
 
 OBJECTIVE = keras_tuner.Objective("val_loss", direction="min")
 DEFAULT_TRIALS = 4
@@ -58,7 +58,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     trial_epochs = custom.pop("trial_epochs", DEFAULT_TRIAL_EPOCHS)
     config = dict(trainer.training_config(custom), epochs=trial_epochs)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    counts = trainer.class_counts(fn_args.train_files)
+    groups = trainer.group_counts(fn_args.train_files)
     oracle = keras_tuner.oracles.RandomSearchOracle(
         objective=OBJECTIVE, max_trials=max_trials, seed=config["seed"],
         hyperparameters=search_space(config["model"]),
@@ -66,14 +66,14 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
     tuner = TwoPhaseTuner(config, oracle=oracle, directory=fn_args.working_dir,
                           project_name="cxr_tuning", overwrite=True)
     train = trainer.input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output,
-                             config["batch_size"], training=True)
+                             config["batch_size"], training=True,
+                             weights=balance.group_weights(groups, config["balance"]))
     validation = trainer.input_fn(fn_args.eval_files, fn_args.data_accessor,
                                   tf_transform_output, config["batch_size"], training=False)
     return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
         "train": train,
         "validation": validation,
-        "steps_per_epoch": trainer.steps_per_epoch(counts, config["batch_size"],
-                                                   fn_args.train_steps),
-        "class_weight": trainer.class_weights(counts),
+        "steps_per_epoch": trainer.steps_per_epoch(trainer.class_totals(groups),
+                                                   config["batch_size"], fn_args.train_steps),
         "verbose": 2,
     })

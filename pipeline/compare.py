@@ -306,7 +306,8 @@ def render_comparison(comparison: Dict) -> str:
         "ROC-AUC.", "",
         "## Candidates", "",
         _row(["candidate", "model", "image size", "epochs (kept)", "fine-tune layers",
-              "label smoothing", "head learning rate", "dropout", "seed"]), _row(["---"] * 9)]
+              "label smoothing", "head learning rate", "dropout", "seed", "balance"]),
+             _row(["---"] * 10)]
     for name, m in models.items():
         settings = m["settings"]
         kept = f" (epoch {settings['best_epoch']} of {settings['epochs_run']} run)" \
@@ -315,7 +316,7 @@ def render_comparison(comparison: Dict) -> str:
                            f"{settings['epochs']}{kept}",
                            *(_setting(settings.get(key)) for key in (
                                "fine_tune_layers", "label_smoothing", "head_learning_rate",
-                               "dropout", "seed"))]))
+                               "dropout", "seed", "balance"))]))
     lines += ["", f"**Recommended: {choice['model']}**, by the rule fixed before looking at "
               f"the test split: {choice['rule']}", "",
               "## Eval split (where choices are made)", "",

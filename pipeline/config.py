@@ -16,7 +16,7 @@ from components.image_example_gen.component import check_split_percentages
 from evaluation import thresholds
 from explain import gradcam_defaults
 from imaging.ingest import IngestOptions
-from models import architectures, builders, features, trainer
+from models import architectures, balance, builders, features, trainer
 from schemas import SCHEMA_FILE
 
 ENV_PREFIX = "CXR_"
@@ -52,6 +52,8 @@ class PipelineConfig:
     # Seeds the head's initial weights, shuffling and augmentation (not the split): training
     # on CPU is repeatable with one seed, so run-to-run spread is measured across seeds.
     seed: Optional[int] = None
+    # How the loss weighs examples: models/trainer.py BALANCE_MODES (None: its default).
+    balance: Optional[str] = None
     split_percentages: Tuple[int, int, int] = (70, 15, 15)
     # Blessing: COVID-19 misses are the costliest error, so its recall has its own floor.
     min_covid_recall: float = 0.8
@@ -131,6 +133,9 @@ class PipelineConfig:
                              f"{self.head_learning_rate}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.balance is not None and self.balance not in balance.MODES:
+            raise ValueError(f"unknown balance {self.balance!r}; choose one of "
+                             f"{', '.join(balance.MODES)}")
         for name in ("min_covid_recall", "min_macro_auc", "max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
@@ -210,7 +215,7 @@ class PipelineConfig:
         config = {"model": self.model, "epochs": self.epochs, "batch_size": self.batch_size,
                   "image_size": self.image_size, "weights": self.weights}
         for name in ("fine_tune_layers", "label_smoothing", "head_learning_rate", "dropout",
-                     "seed"):
+                     "seed", "balance"):
             if getattr(self, name) is not None:
                 config[name] = getattr(self, name)
         return config

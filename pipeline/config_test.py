@@ -73,10 +73,11 @@ def test_bad_engine_settings_are_rejected(tmp_path, settings, message):
 def test_training_settings_reach_the_trainer_only_when_given(tmp_path):
     config = PipelineConfig.from_settings(
         {"data_dir": str(tmp_path), "head_learning_rate": 3e-4, "seed": 3},
-        {"CXR_DROPOUT": "0.4"})
+        {"CXR_DROPOUT": "0.4", "CXR_BALANCE": "class_source"})
     assert config.trainer_config["head_learning_rate"] == 3e-4
     assert config.trainer_config["dropout"] == 0.4
     assert config.trainer_config["seed"] == 3
+    assert config.trainer_config["balance"] == "class_source"
     assert "label_smoothing" not in PipelineConfig(data_dir=str(tmp_path)).trainer_config
 
 
@@ -84,6 +85,7 @@ def test_training_settings_reach_the_trainer_only_when_given(tmp_path):
     ({"head_learning_rate": 0.0}, r"head_learning_rate must be in \(0, 1\), got 0.0"),
     ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
     ({"label_smoothing": -0.1}, r"label_smoothing must be in \[0, 1\)"),
+    ({"balance": "source"}, "unknown balance 'source'; choose one of class, class_source"),
 ])
 def test_bad_training_settings_are_rejected(tmp_path, settings, message):
     with pytest.raises(ValueError, match=message):
