@@ -46,9 +46,11 @@ def test_ratio_goal_is_assessed_at_its_epochs_of_the_default_model_only():
         assert not e2e.Settings(data_dir="d", **change).is_goal_job, change
 
 
-def _ratio_results(ratio: float, plain_accuracy: float, goal_job: bool) -> dict:
+def _ratio_results(ratio: float, plain_accuracy: float, goal_job: bool,
+                   repeats: int = report.MIN_RATIO_PAIRS) -> dict:
     statistic = {"median": ratio, "min": ratio, "max": ratio}
-    return {"settings": {"goal_job": goal_job, "goal_job_settings": e2e.GOAL_JOB},
+    return {"settings": {"goal_job": goal_job, "goal_job_settings": e2e.GOAL_JOB,
+                         "repeats": repeats},
             "end_to_end": {"ratio": statistic, "plain_keras_competent": report.end_to_end_summary(
                 {"pipeline_runs": [{"wall_seconds": ratio, "peak_rss_mib": 1.0, "components": {},
                                     "test_accuracy": 0.9, "test_accuracy_ci95": [0.84, 0.95]}],
@@ -64,6 +66,8 @@ def test_ratio_goal_met_only_for_the_goal_job_against_a_competent_script():
     assert report.goals(_ratio_results(1.35, 0.86, goal_job=True))[0]["met"] is False
     assert report.goals(_ratio_results(1.25, 0.80, goal_job=True))[0]["met"] is False
     assert report.goals(_ratio_results(1.25, 0.86, goal_job=False))[0]["met"] is False
+    # A single pair is not enough on a shared machine.
+    assert report.goals(_ratio_results(1.25, 0.86, goal_job=True, repeats=1))[0]["met"] is False
     assert "10 epochs of mobilenet_v2, 224 px, batch 16" in \
         report.goals(_ratio_results(1.25, 0.86, goal_job=True))[0]["goal"]
 

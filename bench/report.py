@@ -50,6 +50,11 @@ def _job(job: Dict[str, object]) -> str:
             f"batch {job['batch_size']}")
 
 
+# One pipeline/plain pair on a shared machine can be off by tens of percent when the load
+# changes between its two runs; the ratio goal needs a median over at least this many pairs.
+MIN_RATIO_PAIRS = 2
+
+
 def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
     """The benchmark's goals, each with the measured value and whether it was met."""
     e2e = results["end_to_end"]
@@ -58,8 +63,8 @@ def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
     goal_job = results["settings"].get("goal_job", False)
     rows = [
         (f"pipeline / plain Keras wall time (met only at "
-         f"{_job(results['settings']['goal_job_settings'])} and against a plain script within "
-         "the pipeline's accuracy interval)",
+         f"{_job(results['settings']['goal_job_settings'])}, over at least {MIN_RATIO_PAIRS} "
+         "pairs, against a plain script within the pipeline's accuracy interval)",
          e2e["ratio"]["median"], "<=", 1.3),
         ("ImageExampleGen per-image rate (fixed start-up excluded) / fastest raw decode loop",
          ingestion["example_gen_ratio"], ">=", 0.5),
@@ -71,7 +76,8 @@ def goals(results: Dict[str, object]) -> List[Dict[str, object]]:
     goals = [{"goal": name, "value": value, "target": f"{op} {target:g}",
               "met": value <= target if op == "<=" else value >= target}
              for name, value, op, target in rows]
-    goals[0]["met"] = goals[0]["met"] and e2e["plain_keras_competent"] and goal_job
+    goals[0]["met"] = (goals[0]["met"] and e2e["plain_keras_competent"] and goal_job
+                       and results["settings"].get("repeats", 1) >= MIN_RATIO_PAIRS)
     return goals
 
 
