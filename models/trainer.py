@@ -83,9 +83,10 @@ def class_totals(counts: Dict[Tuple[str, str], int]) -> np.ndarray:
 
 
 def class_weights(counts: np.ndarray) -> Dict[int, float]:
-    """Inverse-frequency weights, so each class carries the same total weight in the loss."""
-    total = counts.sum()
-    return {i: float(total / (len(counts) * c)) if c else 0.0 for i, c in enumerate(counts)}
+    """Keras class_weight for the default balance, for scripts that do not read sources."""
+    weights = balance.group_weights({(name, ""): int(count) for name, count
+                                     in zip(features.CLASS_NAMES, counts)}, balance.CLASS)
+    return {i: weights.get((name, ""), 0.0) for i, name in enumerate(features.CLASS_NAMES)}
 
 
 def group_weight_lookup(weights: Dict[Tuple[str, str], float]):
