@@ -17,8 +17,9 @@ named by running the batch's inputs one at a time.
 """
 import dataclasses
 import os
+import threading
 from concurrent import futures
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -37,6 +38,63 @@ from serving.limits import Limits
 SIGNATURE_DEF_FIELD = "signature_def"
 LOOPBACK = "127.0.0.1"
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class TensorFeeder:
+    """Request arrays as tensors, without building an EagerTensor from a Python value.
+
+    With TensorFlow 2.16 on Python 3.11, every EagerTensor built from a Python value
+    (`tf.constant`, or an array handed to a function) keeps two small Python objects for good,
+    about 350 bytes (tensorflow/tensorflow#62551): 0.35 MiB per 1,000 requests in a server that
+    runs for days. Tensors that ops return do not, so an array reaches the model as the output
+    of a `numpy_function` that picks it up by slot number; each slot's number is a tensor built
+    once and reused (as many slots as requests run at the same time).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._free_slots: List[Tuple[int, tf.Tensor]] = []
+        self._slot_count = 0
+        self._arrays: Dict[int, np.ndarray] = {}
+        self._fetchers: Dict[tf.DType, Callable[[tf.Tensor], tf.Tensor]] = {}
+
+    @staticmethod
+    def feeds(array: np.ndarray, dtype: tf.DType) -> bool:
+        """Whether the array already is what `tf.constant(array, dtype)` would hold."""
+        if dtype == tf.string:
+            return array.dtype == object and all(isinstance(item, bytes)
+                                                 for item in array.flat)
+        return array.dtype == dtype.as_numpy_dtype
+
+    def tensor(self, array: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+        """The array as a tensor of dtype; only for arrays `feeds` accepts."""
+        with self._lock:
+            if self._free_slots:
+                slot, token = self._free_slots.pop()
+            else:
+                slot, token = self._slot_count, tf.constant(self._slot_count, tf.int32)
+                self._slot_count += 1
+            fetch = self._fetchers.get(dtype)
+            if fetch is None:
+                fetch = self._fetchers[dtype] = self._fetcher(dtype)
+        self._arrays[slot] = array
+        try:
+            tensor = fetch(token)
+        finally:
+            del self._arrays[slot]
+            with self._lock:
+                self._free_slots.append((slot, token))
+        return tensor
+
+    def _fetcher(self, dtype: tf.DType) -> Callable[[tf.Tensor], tf.Tensor]:
+        arrays = self._arrays
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+        def fetch(slot: tf.Tensor) -> tf.Tensor:
+            return tf.numpy_function(lambda number: arrays[int(number)], [slot], dtype,
+                                     stateful=True)
+
+        return fetch
 
 
 class RequestError(Exception):
@@ -103,7 +161,16 @@ class Servable:
         self.version, self.version_dir = newest_version(model_base_path)
         self._model = tf.saved_model.load(self.version_dir)
         self.signature_defs = _signature_defs(self.version_dir)
+        self._feeder = TensorFeeder()
         self.warm_up_requests = self._warm_up()
+
+    def _as_tensor(self, value: np.ndarray, dtype: tf.DType) -> tf.Tensor:
+        """Arrays of the right type go through the feeder; the rest get tf.constant's
+        conversion, and its error texts."""
+        array = np.asarray(value)
+        if self._feeder.feeds(array, dtype):
+            return self._feeder.tensor(array, dtype)
+        return tf.constant(value, dtype)
 
     def _warm_up(self) -> int:
         """Run requests before serving, as TF Serving does: a signature's first call is slow
@@ -159,7 +226,8 @@ class Servable:
                                f"inputs {sorted(inputs)} do not match signature "
                                f"{signature_name!r}, which takes {sorted(specs)}")
         try:
-            tensors = {name: tf.constant(inputs[name], spec.dtype) for name, spec in specs.items()}
+            tensors = {name: self._as_tensor(inputs[name], spec.dtype)
+                       for name, spec in specs.items()}
         except (TypeError, ValueError) as error:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                                str(error).splitlines()[0]) from None
