@@ -31,7 +31,9 @@ def _blocks_kept_per_call(make, calls: int = CALLS) -> float:
 def _image_batch() -> np.ndarray:
     paths = sorted(glob.glob(os.path.join(SAMPLE_DIR, "images", "*.jpg")))[:4]
     batch = np.empty(len(paths), dtype=object)
-    batch[:] = [open(path, "rb").read() for path in paths]
+    for index, path in enumerate(paths):
+        with open(path, "rb") as f:
+            batch[index] = f.read()
     return batch
 
 
