@@ -1,11 +1,13 @@
 """ONNX and TFLite exports against the SavedModel on real test images."""
 import collections
+import io
 import json
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from models import features
 from serving import export, layout
@@ -58,11 +60,41 @@ def test_int8_export_of_the_cnn_agrees_on_the_top_class(trained_cnn, tmp_path):
         assert json.load(f)["rounded_layers"] == report.rounded_layers
 
 
-def test_int8_export_of_mobilenet_below_the_agreement_is_refused_with_its_report(
+def test_int8_export_of_mobilenet_rounds_every_convolution_and_reports_its_parity(
         trained_model, tmp_path):
-    """MobileNetV2 keeps under 97 % of top classes in int8 even with its weight rounding
-    chosen (93.4 % on the default cxr4 model's 241 test images; under 97 % here too): the
-    export says so in one line, and the file and its report stay for inspection."""
+    """Whether MobileNetV2 keeps 97 % of top classes in int8 depends on the CPU's int8
+    kernels: this fixture's 40 test images agree fully on an AMD EPYC with AVX-512 VNNI and
+    fell under 97 % on the machine where CI once ran, and the default cxr4 model kept 93.4 %
+    of 241 where it was measured. Either way the verdict, the error and the saved report must
+    say the same, and the weight rounding must have been chosen."""
+    output = str(tmp_path / "model_int8.tflite")
+    try:
+        report = export.export(trained_model.version_dir, "tflite-int8", output,
+                               trained_model.examples_dir)
+        refused = None
+    except export.ParityError as error:
+        refused = str(error)
+    with open(export.parity_report_path(output)) as f:
+        saved = json.load(f)
+    print(saved["top_class_agreement"], refused)
+    assert saved["images"] == trained_model.test_images
+    assert saved["passed"] is (saved["top_class_agreement"] >= export.INT8_MIN_AGREEMENT)
+    assert saved["passed"] is (refused is None)
+    if refused is None:
+        assert report.max_abs_difference > 0  # really quantized, not a float model
+    # Every convolution: MobileNetV2's 35 Conv2D and 17 DepthwiseConv2D.
+    _check_int8_file_and_rounding(trained_model, output, saved["rounded_layers"], 52)
+
+
+def test_int8_export_below_the_agreement_is_refused_with_its_report(
+        trained_model, tmp_path, monkeypatch):
+    """Calibrated on blank images, the int8 ranges fit a flat input and clip every real
+    film's activations, so the export falls far below 97 %: it says so in one line, and the
+    file and its report stay for inspection."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 128).save(buffer, "PNG")
+    monkeypatch.setattr(export, "calibration_images",
+                        lambda examples_dir: [buffer.getvalue()] * 12)
     output = str(tmp_path / "model_int8.tflite")
     with pytest.raises(export.ParityError, match=r"tflite-int8 parity on 40 test images: top "
                                                  r"class agrees on \d+\.\d%.*FAILED"):
@@ -73,8 +105,8 @@ def test_int8_export_of_mobilenet_below_the_agreement_is_refused_with_its_report
     assert saved["passed"] is False
     assert saved["top_class_agreement"] < export.INT8_MIN_AGREEMENT
     assert len(saved["disagreements"]) >= 2
-    # Every convolution: MobileNetV2's 35 Conv2D and 17 DepthwiseConv2D.
-    _check_int8_file_and_rounding(trained_model, output, saved["rounded_layers"], 52)
+    assert _io_types(output) == (np.int8, np.int8)
+    assert len(saved["rounded_layers"]) == 52
 
 
 def _io_types(path):
