@@ -64,7 +64,7 @@ def test_int8_export_of_mobilenet_rounds_every_convolution_and_reports_its_parit
         trained_model, tmp_path):
     """Whether MobileNetV2 keeps 97 % of top classes in int8 depends on the CPU's int8
     kernels: this fixture's 40 test images agree fully on an AMD EPYC with AVX-512 VNNI and
-    fell under 97 % on the machine where CI once ran, and the default cxr4 model kept 93.4 %
+    fell under 97 % on another CPU, and the default cxr4 model kept 93.4 %
     of 241 where it was measured. Either way the verdict, the error and the saved report must
     say the same, and the weight rounding must have been chosen."""
     output = str(tmp_path / "model_int8.tflite")
